@@ -1,0 +1,1 @@
+"""Hydra config groups for pretrainctl (installed as the package ``pretrainctl_conf``)."""

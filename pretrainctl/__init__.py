@@ -1,0 +1,3 @@
+"""pretrainctl: a declarative experiment CLI for LLM pretraining research."""
+
+__version__ = "0.1.0"
