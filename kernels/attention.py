@@ -29,6 +29,9 @@ __all__ = ["attention", "attention_ref", "AttentionBlocks"]
 LOG2E = 1.4426950408889634
 
 
+# Kernel signatures carry ~30 scalar arguments (strides, sizes, flags); ruff format would put each on
+# its own line and triple the length of this section, so the kernels keep a compact layout.
+# fmt: off
 @triton.jit
 def _tanh(x):
     # tl.tanh is not in every Triton release we target; this form saturates cleanly at +-1.
@@ -36,20 +39,8 @@ def _tanh(x):
 
 
 @triton.jit
-def _scores(
-    q,
-    k,
-    offs_m,
-    offs_n,
-    T,
-    window,
-    scale,
-    softcap,
-    MASK: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    WINDOW: tl.constexpr,
-    SOFTCAP: tl.constexpr,
-):
+def _scores(q, k, offs_m, offs_n, T, window, scale, softcap, MASK: tl.constexpr, CAUSAL: tl.constexpr,
+            WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
     """Logits in log2 units, (BM, BN), plus the tanh value the soft-cap backward needs."""
     s = tl.dot(q, tl.trans(k)) * scale  # (BM, BN), fp32
     t = s
@@ -68,9 +59,8 @@ def _scores(
 
 
 @triton.jit
-def _row_ranges(
-    m0, T, window, BM: tl.constexpr, BN: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr
-):
+def _row_ranges(m0, T, window, BM: tl.constexpr, BN: tl.constexpr, CAUSAL: tl.constexpr,
+                WINDOW: tl.constexpr):
     """For query rows [m0, m0+BM): key blocks [lo, hi) to visit; [flo, fhi) need no mask."""
     zero = m0 * 0  # keeps every bound a tensor even when T is specialised to a constant
     lo = zero
@@ -91,46 +81,18 @@ def _row_ranges(
 
 
 @triton.jit
-def _fwd_inner(
-    acc,
-    m_i,
-    l_i,
-    q,
-    k_ptrs,
-    v_ptrs,
-    stride_kt,
-    stride_vt,
-    offs_m,
-    start,
-    end,
-    T,
-    window,
-    scale,
-    softcap,
-    BN: tl.constexpr,
-    DQK: tl.constexpr,
-    DV: tl.constexpr,
-    BDQK: tl.constexpr,
-    BDV: tl.constexpr,
-    MASK: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    WINDOW: tl.constexpr,
-    SOFTCAP: tl.constexpr,
-):
+def _fwd_inner(acc, m_i, l_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, start, end, T, window,
+               scale, softcap, BN: tl.constexpr, DQK: tl.constexpr, DV: tl.constexpr,
+               BDQK: tl.constexpr, BDV: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
+               WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
     offs_dk = tl.arange(0, BDQK)
     offs_dv = tl.arange(0, BDV)
     for n0 in range(start, end, BN):
         offs_n = n0 + tl.arange(0, BN)
-        k = tl.load(
-            k_ptrs + offs_n[:, None] * stride_kt + offs_dk[None, :],
-            mask=(offs_n[:, None] < T) & (offs_dk[None, :] < DQK),
-            other=0.0,
-        )  # (BN, DQK)
-        v = tl.load(
-            v_ptrs + offs_n[:, None] * stride_vt + offs_dv[None, :],
-            mask=(offs_n[:, None] < T) & (offs_dv[None, :] < DV),
-            other=0.0,
-        )  # (BN, DV)
+        k = tl.load(k_ptrs + offs_n[:, None] * stride_kt + offs_dk[None, :],
+                    mask=(offs_n[:, None] < T) & (offs_dk[None, :] < DQK), other=0.0)  # (BN, DQK)
+        v = tl.load(v_ptrs + offs_n[:, None] * stride_vt + offs_dv[None, :],
+                    mask=(offs_n[:, None] < T) & (offs_dv[None, :] < DV), other=0.0)  # (BN, DV)
         s, _ = _scores(q, k, offs_m, offs_n, T, window, scale, softcap, MASK, CAUSAL, WINDOW, SOFTCAP)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
@@ -143,40 +105,10 @@ def _fwd_inner(
 
 
 @triton.jit
-def _attn_fwd(
-    Q,
-    K,
-    V,
-    O,
-    LSE,
-    sqb,
-    sqt,
-    sqh,
-    skb,
-    skt,
-    skh,
-    svb,
-    svt,
-    svh,
-    sob,
-    sot,
-    soh,
-    T,
-    HQ,
-    GROUP,
-    window,
-    scale,
-    softcap,
-    DQK: tl.constexpr,
-    DV: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BDQK: tl.constexpr,
-    BDV: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    WINDOW: tl.constexpr,
-    SOFTCAP: tl.constexpr,
-):
+def _attn_fwd(Q, K, V, O, LSE, sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot, soh, T, HQ, GROUP,
+              window, scale, softcap, DQK: tl.constexpr, DV: tl.constexpr, BM: tl.constexpr,
+              BN: tl.constexpr, BDQK: tl.constexpr, BDV: tl.constexpr, CAUSAL: tl.constexpr,
+              WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // HQ
@@ -186,148 +118,41 @@ def _attn_fwd(
     offs_m = m0 + tl.arange(0, BM)
     offs_dk = tl.arange(0, BDQK)
     offs_dv = tl.arange(0, BDV)
-    q = tl.load(
-        Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_dk[None, :],
-        mask=(offs_m[:, None] < T) & (offs_dk[None, :] < DQK),
-        other=0.0,
-    )  # (BM, DQK)
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_dk[None, :],
+                mask=(offs_m[:, None] < T) & (offs_dk[None, :] < DQK), other=0.0)  # (BM, DQK)
     k_ptrs = K + b * skb + hk * skh
     v_ptrs = V + b * svb + hk * svh
     m_i = tl.zeros([BM], dtype=tl.float32) + float("-inf")
     l_i = tl.zeros([BM], dtype=tl.float32)
     acc = tl.zeros([BM, BDV], dtype=tl.float32)
     lo, hi, flo, fhi = _row_ranges(m0, T, window, BM, BN, CAUSAL, WINDOW)
-    acc, m_i, l_i = _fwd_inner(
-        acc,
-        m_i,
-        l_i,
-        q,
-        k_ptrs,
-        v_ptrs,
-        skt,
-        svt,
-        offs_m,
-        lo,
-        flo,
-        T,
-        window,
-        scale,
-        softcap,
-        BN,
-        DQK,
-        DV,
-        BDQK,
-        BDV,
-        True,
-        CAUSAL,
-        WINDOW,
-        SOFTCAP,
-    )
-    acc, m_i, l_i = _fwd_inner(
-        acc,
-        m_i,
-        l_i,
-        q,
-        k_ptrs,
-        v_ptrs,
-        skt,
-        svt,
-        offs_m,
-        flo,
-        fhi,
-        T,
-        window,
-        scale,
-        softcap,
-        BN,
-        DQK,
-        DV,
-        BDQK,
-        BDV,
-        False,
-        CAUSAL,
-        WINDOW,
-        SOFTCAP,
-    )
-    acc, m_i, l_i = _fwd_inner(
-        acc,
-        m_i,
-        l_i,
-        q,
-        k_ptrs,
-        v_ptrs,
-        skt,
-        svt,
-        offs_m,
-        fhi,
-        hi,
-        T,
-        window,
-        scale,
-        softcap,
-        BN,
-        DQK,
-        DV,
-        BDQK,
-        BDV,
-        True,
-        CAUSAL,
-        WINDOW,
-        SOFTCAP,
-    )
+    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_ptrs, v_ptrs, skt, svt, offs_m, lo, flo, T, window,
+                               scale, softcap, BN, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
+    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_ptrs, v_ptrs, skt, svt, offs_m, flo, fhi, T, window,
+                               scale, softcap, BN, DQK, DV, BDQK, BDV, False, CAUSAL, WINDOW, SOFTCAP)
+    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_ptrs, v_ptrs, skt, svt, offs_m, fhi, hi, T, window,
+                               scale, softcap, BN, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     acc = acc / l_safe[:, None]
-    tl.store(
-        O + b * sob + h * soh + offs_m[:, None] * sot + offs_dv[None, :],
-        acc.to(O.dtype.element_ty),
-        mask=(offs_m[:, None] < T) & (offs_dv[None, :] < DV),
-    )
+    tl.store(O + b * sob + h * soh + offs_m[:, None] * sot + offs_dv[None, :], acc.to(O.dtype.element_ty),
+             mask=(offs_m[:, None] < T) & (offs_dv[None, :] < DV))
     # LSE is (B, HQ, T) float32 in log2 units; kernel-internal, never returned to the caller.
     tl.store(LSE + pid_bh * T + offs_m, m_i + tl.log2(l_safe), mask=offs_m < T)
 
 
 @triton.jit
-def _dq_inner(
-    dq,
-    q,
-    do,
-    lse,
-    delta,
-    k_ptrs,
-    v_ptrs,
-    stride_kt,
-    stride_vt,
-    offs_m,
-    start,
-    end,
-    T,
-    window,
-    scale,
-    softcap,
-    BN: tl.constexpr,
-    DQK: tl.constexpr,
-    DV: tl.constexpr,
-    BDQK: tl.constexpr,
-    BDV: tl.constexpr,
-    MASK: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    WINDOW: tl.constexpr,
-    SOFTCAP: tl.constexpr,
-):
+def _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, start, end, T, window,
+              scale, softcap, BN: tl.constexpr, DQK: tl.constexpr, DV: tl.constexpr, BDQK: tl.constexpr,
+              BDV: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
+              SOFTCAP: tl.constexpr):
     offs_dk = tl.arange(0, BDQK)
     offs_dv = tl.arange(0, BDV)
     for n0 in range(start, end, BN):
         offs_n = n0 + tl.arange(0, BN)
-        k = tl.load(
-            k_ptrs + offs_n[:, None] * stride_kt + offs_dk[None, :],
-            mask=(offs_n[:, None] < T) & (offs_dk[None, :] < DQK),
-            other=0.0,
-        )  # (BN, DQK)
-        v = tl.load(
-            v_ptrs + offs_n[:, None] * stride_vt + offs_dv[None, :],
-            mask=(offs_n[:, None] < T) & (offs_dv[None, :] < DV),
-            other=0.0,
-        )  # (BN, DV)
+        k = tl.load(k_ptrs + offs_n[:, None] * stride_kt + offs_dk[None, :],
+                    mask=(offs_n[:, None] < T) & (offs_dk[None, :] < DQK), other=0.0)  # (BN, DQK)
+        v = tl.load(v_ptrs + offs_n[:, None] * stride_vt + offs_dv[None, :],
+                    mask=(offs_n[:, None] < T) & (offs_dv[None, :] < DV), other=0.0)  # (BN, DV)
         s, t = _scores(q, k, offs_m, offs_n, T, window, scale, softcap, MASK, CAUSAL, WINDOW, SOFTCAP)
         p = tl.exp2(s - lse[:, None])  # (BM, BN)
         dp = tl.dot(do, tl.trans(v))  # (BM, BN)
@@ -339,42 +164,10 @@ def _dq_inner(
 
 
 @triton.jit
-def _attn_bwd_dq(
-    Q,
-    K,
-    V,
-    DO,
-    DQ,
-    LSE,
-    DELTA,
-    sqb,
-    sqt,
-    sqh,
-    skb,
-    skt,
-    skh,
-    svb,
-    svt,
-    svh,
-    sob,
-    sot,
-    soh,
-    T,
-    HQ,
-    GROUP,
-    window,
-    scale,
-    softcap,
-    DQK: tl.constexpr,
-    DV: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BDQK: tl.constexpr,
-    BDV: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    WINDOW: tl.constexpr,
-    SOFTCAP: tl.constexpr,
-):
+def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot, soh,
+                 T, HQ, GROUP, window, scale, softcap, DQK: tl.constexpr, DV: tl.constexpr,
+                 BM: tl.constexpr, BN: tl.constexpr, BDQK: tl.constexpr, BDV: tl.constexpr,
+                 CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
     # DQ shares Q's strides and DO shares O's strides (the launcher makes them contiguous alike).
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -387,148 +180,37 @@ def _attn_bwd_dq(
     offs_dv = tl.arange(0, BDV)
     qmask = (offs_m[:, None] < T) & (offs_dk[None, :] < DQK)
     q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_dk[None, :], mask=qmask, other=0.0)
-    do = tl.load(
-        DO + b * sob + h * soh + offs_m[:, None] * sot + offs_dv[None, :],
-        mask=(offs_m[:, None] < T) & (offs_dv[None, :] < DV),
-        other=0.0,
-    )  # (BM, DV)
+    do = tl.load(DO + b * sob + h * soh + offs_m[:, None] * sot + offs_dv[None, :],
+                 mask=(offs_m[:, None] < T) & (offs_dv[None, :] < DV), other=0.0)  # (BM, DV)
     lse = tl.load(LSE + pid_bh * T + offs_m, mask=offs_m < T, other=0.0)
     delta = tl.load(DELTA + pid_bh * T + offs_m, mask=offs_m < T, other=0.0)
     k_ptrs = K + b * skb + hk * skh
     v_ptrs = V + b * svb + hk * svh
     dq = tl.zeros([BM, BDQK], dtype=tl.float32)
     lo, hi, flo, fhi = _row_ranges(m0, T, window, BM, BN, CAUSAL, WINDOW)
-    dq = _dq_inner(
-        dq,
-        q,
-        do,
-        lse,
-        delta,
-        k_ptrs,
-        v_ptrs,
-        skt,
-        svt,
-        offs_m,
-        lo,
-        flo,
-        T,
-        window,
-        scale,
-        softcap,
-        BN,
-        DQK,
-        DV,
-        BDQK,
-        BDV,
-        True,
-        CAUSAL,
-        WINDOW,
-        SOFTCAP,
-    )
-    dq = _dq_inner(
-        dq,
-        q,
-        do,
-        lse,
-        delta,
-        k_ptrs,
-        v_ptrs,
-        skt,
-        svt,
-        offs_m,
-        flo,
-        fhi,
-        T,
-        window,
-        scale,
-        softcap,
-        BN,
-        DQK,
-        DV,
-        BDQK,
-        BDV,
-        False,
-        CAUSAL,
-        WINDOW,
-        SOFTCAP,
-    )
-    dq = _dq_inner(
-        dq,
-        q,
-        do,
-        lse,
-        delta,
-        k_ptrs,
-        v_ptrs,
-        skt,
-        svt,
-        offs_m,
-        fhi,
-        hi,
-        T,
-        window,
-        scale,
-        softcap,
-        BN,
-        DQK,
-        DV,
-        BDQK,
-        BDV,
-        True,
-        CAUSAL,
-        WINDOW,
-        SOFTCAP,
-    )
-    tl.store(
-        DQ + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_dk[None, :],
-        (dq * scale).to(DQ.dtype.element_ty),
-        mask=qmask,
-    )
+    dq = _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, skt, svt, offs_m, lo, flo, T, window, scale,
+                   softcap, BN, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
+    dq = _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, skt, svt, offs_m, flo, fhi, T, window, scale,
+                   softcap, BN, DQK, DV, BDQK, BDV, False, CAUSAL, WINDOW, SOFTCAP)
+    dq = _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, skt, svt, offs_m, fhi, hi, T, window, scale,
+                   softcap, BN, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
+    tl.store(DQ + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_dk[None, :],
+             (dq * scale).to(DQ.dtype.element_ty), mask=qmask)
 
 
 @triton.jit
-def _dkdv_inner(
-    dk,
-    dv,
-    k,
-    v,
-    q_ptrs,
-    do_ptrs,
-    lse_ptr,
-    delta_ptr,
-    stride_qt,
-    stride_ot,
-    offs_n,
-    start,
-    end,
-    T,
-    window,
-    scale,
-    softcap,
-    BM: tl.constexpr,
-    DQK: tl.constexpr,
-    DV: tl.constexpr,
-    BDQK: tl.constexpr,
-    BDV: tl.constexpr,
-    MASK: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    WINDOW: tl.constexpr,
-    SOFTCAP: tl.constexpr,
-):
+def _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qt, stride_ot, offs_n, start,
+                end, T, window, scale, softcap, BM: tl.constexpr, DQK: tl.constexpr, DV: tl.constexpr,
+                BDQK: tl.constexpr, BDV: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
+                WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
     offs_dk = tl.arange(0, BDQK)
     offs_dv = tl.arange(0, BDV)
     for m0 in range(start, end, BM):
         offs_m = m0 + tl.arange(0, BM)
-        q = tl.load(
-            q_ptrs + offs_m[:, None] * stride_qt + offs_dk[None, :],
-            mask=(offs_m[:, None] < T) & (offs_dk[None, :] < DQK),
-            other=0.0,
-        )  # (BM, DQK)
-        do = tl.load(
-            do_ptrs + offs_m[:, None] * stride_ot + offs_dv[None, :],
-            mask=(offs_m[:, None] < T) & (offs_dv[None, :] < DV),
-            other=0.0,
-        )  # (BM, DV)
+        q = tl.load(q_ptrs + offs_m[:, None] * stride_qt + offs_dk[None, :],
+                    mask=(offs_m[:, None] < T) & (offs_dk[None, :] < DQK), other=0.0)  # (BM, DQK)
+        do = tl.load(do_ptrs + offs_m[:, None] * stride_ot + offs_dv[None, :],
+                     mask=(offs_m[:, None] < T) & (offs_dv[None, :] < DV), other=0.0)  # (BM, DV)
         lse = tl.load(lse_ptr + offs_m, mask=offs_m < T, other=0.0)
         delta = tl.load(delta_ptr + offs_m, mask=offs_m < T, other=0.0)
         s, t = _scores(q, k, offs_m, offs_n, T, window, scale, softcap, MASK, CAUSAL, WINDOW, SOFTCAP)
@@ -543,44 +225,10 @@ def _dkdv_inner(
 
 
 @triton.jit
-def _attn_bwd_dkdv(
-    Q,
-    K,
-    V,
-    DO,
-    DK,
-    DV_,
-    LSE,
-    DELTA,
-    sqb,
-    sqt,
-    sqh,
-    skb,
-    skt,
-    skh,
-    svb,
-    svt,
-    svh,
-    sob,
-    sot,
-    soh,
-    T,
-    HQ,
-    HKV,
-    GROUP,
-    window,
-    scale,
-    softcap,
-    DQK: tl.constexpr,
-    DV: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BDQK: tl.constexpr,
-    BDV: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    WINDOW: tl.constexpr,
-    SOFTCAP: tl.constexpr,
-):
+def _attn_bwd_dkdv(Q, K, V, DO, DK, DV_, LSE, DELTA, sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot,
+                   soh, T, HQ, HKV, GROUP, window, scale, softcap, DQK: tl.constexpr, DV: tl.constexpr,
+                   BM: tl.constexpr, BN: tl.constexpr, BDQK: tl.constexpr, BDV: tl.constexpr,
+                   CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
     # DK shares K's strides, DV_ shares V's strides.
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -618,100 +266,18 @@ def _attn_bwd_dkdv(
         do_ptrs = DO + b * sob + h * soh
         lse_ptr = LSE + (b * HQ + h) * T
         delta_ptr = DELTA + (b * HQ + h) * T
-        dk, dv = _dkdv_inner(
-            dk,
-            dv,
-            k,
-            v,
-            q_ptrs,
-            do_ptrs,
-            lse_ptr,
-            delta_ptr,
-            sqt,
-            sot,
-            offs_n,
-            lo,
-            flo,
-            T,
-            window,
-            scale,
-            softcap,
-            BM,
-            DQK,
-            DV,
-            BDQK,
-            BDV,
-            True,
-            CAUSAL,
-            WINDOW,
-            SOFTCAP,
-        )
-        dk, dv = _dkdv_inner(
-            dk,
-            dv,
-            k,
-            v,
-            q_ptrs,
-            do_ptrs,
-            lse_ptr,
-            delta_ptr,
-            sqt,
-            sot,
-            offs_n,
-            flo,
-            fhi,
-            T,
-            window,
-            scale,
-            softcap,
-            BM,
-            DQK,
-            DV,
-            BDQK,
-            BDV,
-            False,
-            CAUSAL,
-            WINDOW,
-            SOFTCAP,
-        )
-        dk, dv = _dkdv_inner(
-            dk,
-            dv,
-            k,
-            v,
-            q_ptrs,
-            do_ptrs,
-            lse_ptr,
-            delta_ptr,
-            sqt,
-            sot,
-            offs_n,
-            fhi,
-            hi,
-            T,
-            window,
-            scale,
-            softcap,
-            BM,
-            DQK,
-            DV,
-            BDQK,
-            BDV,
-            True,
-            CAUSAL,
-            WINDOW,
-            SOFTCAP,
-        )
-    tl.store(
-        DK + b * skb + hk * skh + offs_n[:, None] * skt + offs_dk[None, :],
-        (dk * scale).to(DK.dtype.element_ty),
-        mask=kmask,
-    )
-    tl.store(
-        DV_ + b * svb + hk * svh + offs_n[:, None] * svt + offs_dv[None, :],
-        dv.to(DV_.dtype.element_ty),
-        mask=vmask,
-    )
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, sqt, sot, offs_n, lo, flo,
+                             T, window, scale, softcap, BM, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, sqt, sot, offs_n, flo, fhi,
+                             T, window, scale, softcap, BM, DQK, DV, BDQK, BDV, False, CAUSAL, WINDOW,
+                             SOFTCAP)
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, sqt, sot, offs_n, fhi, hi,
+                             T, window, scale, softcap, BM, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
+    tl.store(DK + b * skb + hk * skh + offs_n[:, None] * skt + offs_dk[None, :],
+             (dk * scale).to(DK.dtype.element_ty), mask=kmask)
+    tl.store(DV_ + b * svb + hk * svh + offs_n[:, None] * svt + offs_dv[None, :],
+             dv.to(DV_.dtype.element_ty), mask=vmask)
+# fmt: on
 
 
 # --------------------------------------------------------------------------------------------------
