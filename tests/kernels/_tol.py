@@ -12,12 +12,15 @@ from torch import Tensor
 ATOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
 
-def assert_close_to_truth(ours: Tensor, ref_lowp: Tensor, truth: Tensor, what: str = "") -> None:
+def assert_close_to_truth(
+    ours: Tensor, ref_lowp: Tensor, truth: Tensor, what: str = "", dtype: torch.dtype | None = None
+) -> None:
+    """``dtype`` picks the absolute term when ``ours`` is kept in higher precision (e.g. a float32 loss)."""
     assert ours.shape == truth.shape, f"{what}: shape {tuple(ours.shape)} != {tuple(truth.shape)}"
     scale = max(1.0, truth.abs().max().item())
     err = (ours.double() - truth.double()).abs().max().item()
     ref_err = (ref_lowp.double() - truth.double()).abs().max().item()
-    bound = 2 * ref_err + ATOL[ours.dtype] * scale
+    bound = 2 * ref_err + ATOL[dtype or ours.dtype] * scale
     assert err <= bound, f"{what}: error {err:.3g} > bound {bound:.3g} (reference error {ref_err:.3g})"
 
 

@@ -1,0 +1,81 @@
+"""linear_cross_entropy vs linear_cross_entropy_ref: loss, d hidden, d weight."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pretrainctl_kernels.losses import linear_cross_entropy, linear_cross_entropy_ref
+
+from tests.kernels._tol import assert_close_to_truth, need_gpu, need_interpreter
+
+# name: (reduction, z_loss, fraction of targets ignored)
+CASES = {
+    "sum": ("sum", 0.0, 0.0),
+    "mean_ignore": ("mean", 0.0, 0.3),
+    "zloss_mean": ("mean", 1e-2, 0.1),
+}
+
+
+def _run(N: int, D: int, V: int, case: tuple, dtype: torch.dtype, device: str, **kw) -> None:
+    reduction, z, ignored = case
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(N, D, generator=gen).to(device, dtype)
+    weight = (torch.randn(V, D, generator=gen) / D**0.5).to(device, dtype)
+    targets = torch.randint(0, V, (N,), generator=gen)
+    targets[torch.rand(N, generator=gen) < ignored] = -100
+    targets = targets.to(device)
+    grad_out = 0.7  # a non-unit upstream gradient checks the backward's scaling
+
+    def run(fn, dt, **extra):
+        h, w = hidden.to(dt).requires_grad_(), weight.to(dt).requires_grad_()
+        loss = fn(h, w, targets, z_loss=z, reduction=reduction, **extra)
+        dh, dw = torch.autograd.grad(loss * grad_out, (h, w))
+        return loss, dh, dw
+
+    truth = run(linear_cross_entropy_ref, torch.float64)
+    ref = run(linear_cross_entropy_ref, dtype)
+    ours = run(linear_cross_entropy, dtype, **kw)
+    assert ours[0].dtype == torch.float32
+    for name, a, r, t in zip(("loss", "dhidden", "dweight"), ours, ref, truth):
+        assert_close_to_truth(a, r, t, name, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_linear_ce_interpreter(name: str, dtype: torch.dtype) -> None:
+    need_interpreter()
+    # 37 rows in chunks of 16 (last one partial), vocabulary 301 in tiles of 128 (last one partial).
+    _run(37, 24, 301, CASES[name], dtype, "cpu", chunk_size=16, block_v=128)
+
+
+def test_linear_ce_no_grad_path() -> None:
+    need_interpreter()
+    gen = torch.Generator().manual_seed(2)
+    h, w = torch.randn(9, 16, generator=gen), torch.randn(33, 16, generator=gen)
+    t = torch.randint(0, 33, (9,), generator=gen)
+    with torch.no_grad():
+        ours = linear_cross_entropy(h, w, t, reduction="mean", block_v=16)
+    torch.testing.assert_close(ours, linear_cross_entropy_ref(h, w, t, reduction="mean"))
+
+
+def test_linear_ce_ref_matches_torch() -> None:
+    gen = torch.Generator().manual_seed(1)
+    h, w = (
+        torch.randn(11, 8, generator=gen, dtype=torch.float64),
+        torch.randn(13, 8, generator=gen, dtype=torch.float64),
+    )
+    t = torch.randint(0, 13, (11,), generator=gen)
+    t[3] = -100
+    expect = torch.nn.functional.cross_entropy(h @ w.t(), t)
+    torch.testing.assert_close(linear_cross_entropy_ref(h, w, t, reduction="mean"), expect)
+    lse = torch.logsumexp(h @ w.t(), -1)
+    zl = linear_cross_entropy_ref(h, w, t, reduction="sum", z_loss=0.5)
+    torch.testing.assert_close(zl, torch.nn.functional.cross_entropy(h @ w.t(), t, reduction="sum")
+                               + 0.5 * (lse.square() * (t != -100)).sum())  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(CASES))
+def test_linear_ce_gpu_bf16(name: str) -> None:
+    need_gpu()
+    _run(4096, 1024, 32000, CASES[name], torch.bfloat16, "cuda", chunk_size=1024)
