@@ -147,7 +147,7 @@ class C4Lines(RuleStage):
             counts = self.report.extra.setdefault("lines_removed", {})
             for rule, count in removed.items():
                 counts[rule] = counts.get(rule, 0) + count
-        if not kept:
+        if not kept and self.on("c4_empty"):
             return "c4_empty"
         new_text = "\n".join(kept)
         if (
