@@ -1,0 +1,98 @@
+"""Quantized matmuls vs their dequantize-then-matmul references; pack/unpack and rounding bounds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pretrainctl_kernels.quant import (
+    dequantize_int4,
+    dequantize_int8,
+    int4_matmul,
+    int4_matmul_ref,
+    int8_matmul,
+    int8_matmul_ref,
+    pack_int4,
+    quantize_int4,
+    quantize_int8,
+    unpack_int4,
+)
+
+from tests.kernels._tol import assert_close_to_truth, need_gpu, need_interpreter
+
+
+def test_pack_unpack_roundtrip() -> None:
+    q = torch.randint(0, 16, (7, 38), generator=torch.Generator().manual_seed(0))
+    packed = pack_int4(q)
+    assert packed.shape == (7, 19) and packed.dtype == torch.uint8
+    assert torch.equal(unpack_int4(packed), q.to(torch.uint8))
+    assert packed[0, 0].item() == q[0, 0].item() | (q[0, 1].item() << 4)  # even k in the low nibble
+
+
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_int4_quantization_error_bound(group: int) -> None:
+    w = torch.randn(40, 256, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    packed, scales, zeros = quantize_int4(w, group)
+    err = (dequantize_int4(packed, scales, zeros, group) - w).abs().reshape(40, -1, group)
+    # Round-to-nearest: at most half a step per group (plus float slack).
+    assert (err <= scales[..., None] / 2 * (1 + 1e-9)).all()
+    assert zeros.min() >= 0 and zeros.max() <= 15 and torch.equal(zeros, zeros.round())
+
+
+def test_int8_quantization_error_bound() -> None:
+    w = torch.randn(40, 72, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    q, scale = quantize_int8(w)
+    assert q.dtype == torch.int8
+    assert ((dequantize_int8(q, scale) - w).abs() <= scale[:, None] / 2 * (1 + 1e-9)).all()
+
+
+def _int4_case(M: int, N: int, K: int, group: int, dtype: torch.dtype, device: str, **kw) -> None:
+    gen = torch.Generator().manual_seed(M + group)
+    w = torch.randn(N, K, generator=gen)
+    packed, scales, zeros = (t.to(device) for t in quantize_int4(w, group))
+    scales = scales.to(dtype)  # dtype-rounded scales are what the kernel and the reference both see
+    x = torch.randn(M, K, generator=gen).to(device, dtype)
+    truth = int4_matmul_ref(x.double(), packed, scales.double(), zeros.double(), group)
+    ref = int4_matmul_ref(x, packed, scales, zeros.to(dtype), group)
+    ours = int4_matmul(x, packed, scales, zeros.to(dtype), group, **kw)
+    assert ours.dtype == dtype
+    assert_close_to_truth(ours, ref, truth, f"int4 M={M} group={group}")
+
+
+def _int8_case(M: int, N: int, K: int, dtype: torch.dtype, device: str, **kw) -> None:
+    gen = torch.Generator().manual_seed(M)
+    q, scale = (t.to(device) for t in quantize_int8(torch.randn(N, K, generator=gen)))
+    scale = scale.to(dtype)
+    x = torch.randn(M, K, generator=gen).to(device, dtype)
+    truth = int8_matmul_ref(x.double(), q, scale.double())
+    ours = int8_matmul(x, q, scale, **kw)
+    assert_close_to_truth(ours, int8_matmul_ref(x, q, scale), truth, f"int8 M={M}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("M,group", [(1, 32), (19, 64), (5, 128)])
+def test_int4_matmul_interpreter(M: int, group: int, dtype: torch.dtype) -> None:
+    need_interpreter()
+    # N=40 is not a multiple of the 32-wide column tile; M=19 spans two 16-row tiles.
+    _int4_case(M, 40, 256, group, dtype, "cpu", bm=16, bn=32, bk=32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("M", [1, 19])
+def test_int8_matmul_interpreter(M: int, dtype: torch.dtype) -> None:
+    need_interpreter()
+    _int8_case(M, 40, 72, dtype, "cpu", bm=16, bn=32, bk=64)  # K=72: a partial reduction tile
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M", [1, 16, 300])
+@pytest.mark.parametrize("group", [32, 128])
+def test_int4_matmul_gpu_bf16(M: int, group: int) -> None:
+    need_gpu()
+    _int4_case(M, 4096, 4096, group, torch.bfloat16, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M", [1, 300])
+def test_int8_matmul_gpu_bf16(M: int) -> None:
+    need_gpu()
+    _int8_case(M, 4096, 4096, torch.bfloat16, "cuda")
