@@ -7,6 +7,7 @@ sum over an encoded document equals ``len(text.encode())`` whenever decode(encod
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,13 @@ class Tokenizer(ABC):
     @abstractmethod
     def save(self, directory: Path) -> None:
         """Write everything needed to reload this tokenizer into ``directory``."""
+
+    def fingerprint(self) -> str:
+        """A hash that changes whenever any token's text changes (keys caches of tokenized data)."""
+        h = hashlib.sha256(type(self).__name__.encode())
+        for i in range(self.vocab_size):
+            h.update(self.decode([i]).encode("utf-8", errors="replace") + b"\0")
+        return h.hexdigest()[:16]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]

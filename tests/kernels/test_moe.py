@@ -39,8 +39,8 @@ def _run(N: int, D: int, H: int, E: int, k: int, dtype: torch.dtype, device: str
 def test_moe_ffn_interpreter(dtype: torch.dtype) -> None:
     need_interpreter()
     # 37 tokens x top-2 over 7 experts (2 unused): segments of ~10-20 rows in 16-row tiles, D=24 and
-    # H=40 not multiples of the 32-wide column / reduction tiles.
-    _run(37, 24, 40, 7, 2, dtype, "cpu", MoEBlocks(bm=16, bn=32, bk=32))
+    # H=40 not multiples of the 64-wide column / 32-deep reduction tiles.
+    _run(37, 24, 40, 7, 2, dtype, "cpu", MoEBlocks(bm=16, bn=64, bk=32))
 
 
 def test_moe_permute() -> None:

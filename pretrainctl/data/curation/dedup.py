@@ -35,6 +35,7 @@ import numpy as np
 from pretrainctl.data.curation.base import Doc, Stage
 from pretrainctl.data.curation.hashing import char_ngram_hashes, mix64, normalize, word_ngram_hashes
 
+_BLOCK = 4096  # signatures per storage block in pass 1
 _ROWS_PER_CHUNK = 4096  # shingles hashed at once: bounds the (shingles x num_perm) temporary to ~4 MB
 
 
@@ -181,7 +182,9 @@ class MinHashDedup(Stage):
     def fit(self, docs: Iterable[Doc]) -> None:
         """First pass: compute signatures (only) and decide which documents survive."""
         t0 = time.perf_counter()
-        sigs: list[np.ndarray] = []
+        blocks: list[np.ndarray] = []  # (_BLOCK, num_perm) uint32 blocks: no per-document array objects
+        block = np.empty((_BLOCK, self.num_perm), dtype=np.uint32)
+        filled = 0
         ids: list[str] = []
         lengths: list[int] = []
         source_idx: list[int] = []
@@ -189,7 +192,11 @@ class MinHashDedup(Stage):
         nbytes = 0
         for doc in docs:
             text = doc["text"]
-            sigs.append(self.signature(text))
+            if filled == _BLOCK:
+                blocks.append(block)
+                block, filled = np.empty((_BLOCK, self.num_perm), dtype=np.uint32), 0
+            block[filled] = self.signature(text)
+            filled += 1
             ids.append(str(doc["id"]))
             lengths.append(len(text))
             nbytes += len(text.encode("utf-8", "replace"))
@@ -197,8 +204,8 @@ class MinHashDedup(Stage):
                 source_idx.append(source_names.setdefault(str(doc.get("source", "")), len(source_names)))
         t_sig = time.perf_counter() - t0
         n = len(ids)
-        sig = np.stack(sigs) if sigs else np.zeros((0, self.num_perm), dtype=np.uint32)
-        del sigs
+        sig = np.concatenate([*blocks, block[:filled]])
+        del blocks, block
         uf, candidates, verified = self._cluster(sig)
         root = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
         keep = self._choose(root, ids, lengths)

@@ -16,7 +16,7 @@ import numpy as np
 
 _WORD_RE = re.compile(r"\w+")
 _WS_RE = re.compile(r"\s+")
-_CACHE_LIMIT = 1 << 20
+_CACHE_LIMIT = 1 << 18  # word -> hash cache entries (~25 MB of Python objects at most)
 _token_cache: dict[str, int] = {}
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

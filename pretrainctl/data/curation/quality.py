@@ -41,8 +41,8 @@ class QualityScorer:
         n_features: int = 2**18,
         word_ngrams: Sequence[int] = (1, 2),
         char_ngrams: Sequence[int] = (4,),
-        l2: float = 1e-4,
-        max_iter: int = 200,
+        l2: float = 1e-3,
+        max_iter: int = 100,
     ) -> None:
         self.n_features = n_features
         self.word_ngrams, self.char_ngrams = list(word_ngrams), list(char_ngrams)

@@ -1,0 +1,152 @@
+"""The only place that turns config into objects (``hydra.utils.instantiate``).
+
+Order: data source -> tokenizer -> data module -> model -> objective -> optimizer + schedule -> plan
+-> PretrainModule -> Trainer. Values known only at run time (vocabulary size, token byte lengths,
+parameter and FLOP counts) are passed explicitly from one step to the next.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from pretrainctl.arch.base import LanguageModel
+from pretrainctl.data.datamodule import PackedDataModule
+from pretrainctl.errors import UserError
+from pretrainctl.module import PretrainModule
+from pretrainctl.objective.base import Objective
+from pretrainctl.runs import RunDir
+from pretrainctl.scaling.plan import ModelFacts, Plan, override_steps
+from pretrainctl.tokenizer import Tokenizer, load_tokenizer
+
+
+def _make(node: DictConfig, where: str, **kwargs):
+    """instantiate() with user mistakes (a bad key or value) turned into one clear sentence."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, TypeError) and "argument" in str(cause):
+            raise UserError(f"bad setting in {where}: {cause}") from None
+        raise
+
+
+@dataclass
+class Experiment:
+    tokenizer: Tokenizer
+    datamodule: PackedDataModule
+    model: LanguageModel
+    objective: Objective
+    plan: Plan
+    module: PretrainModule
+
+
+def build_tokenizer(cfg: DictConfig, datamodule: PackedDataModule) -> Tokenizer:
+    if cfg.get("init_from"):
+        return load_tokenizer(RunDir(cfg.init_from).tokenizer)
+    spec = _make(cfg.tokenizer, "tokenizer")
+    return spec.build(datamodule.train_texts(), Path(cfg.cache_dir))
+
+
+def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> PackedDataModule:
+    """With ``tokenizer=None`` the module is built first and the tokenizer attached afterwards (the
+    tokenizer trains on the module's training texts)."""
+    source = _make(cfg.data.source, "data.source")
+    return _make(cfg.data, "data", source=source, tokenizer=tokenizer, seed=cfg.seed, cache_dir=cfg.cache_dir)
+
+
+def build_model(cfg: DictConfig, tokenizer: Tokenizer) -> LanguageModel:
+    return _make(cfg.arch, "arch", vocab_size=tokenizer.vocab_size)
+
+
+def build_objective(cfg: DictConfig, tokenizer: Tokenizer) -> Objective:
+    return _make(cfg.objective, "objective", token_bytes=tokenizer.token_bytes())
+
+
+def build_plan(cfg: DictConfig, model: LanguageModel) -> Plan:
+    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.accumulate_grad_batches
+    count = model.num_params()
+    facts = ModelFacts(
+        count.total, count.active, count.non_embedding, model.flops_per_token(cfg.data.seq_len)
+    )
+    plan = _make(cfg.scaling, "scaling").resolve(facts, tokens_per_step * _world_size(cfg))
+    if cfg.trainer.max_steps is not None:
+        plan = override_steps(plan, int(cfg.trainer.max_steps))
+    return plan
+
+
+def _world_size(cfg: DictConfig) -> int:
+    devices = cfg.trainer.devices
+    return devices if isinstance(devices, int) and devices > 0 else 1
+
+
+def build_schedule(cfg: DictConfig, total_steps: int):
+    schedule = _make(cfg.schedule, "schedule")
+    try:  # check the options now rather than at the first step
+        for step in (0, total_steps - 1):
+            value = schedule(step, total_steps)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"it gives LR multiplier {value} at step {step}")
+    except ValueError as exc:
+        raise UserError(f"bad schedule settings: {exc}") from None
+    return schedule
+
+
+def load_weights(model: LanguageModel, checkpoint: Path) -> None:
+    """Model weights from a Lightning checkpoint of a PretrainModule."""
+    if not checkpoint.is_file():
+        raise UserError(f"checkpoint {checkpoint} does not exist.")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise UserError(
+            f"the weights in {checkpoint} do not fit this architecture: {str(exc)[:300]}"
+        ) from None
+
+
+def build_experiment(cfg: DictConfig) -> Experiment:
+    datamodule = build_datamodule(cfg)
+    tokenizer = build_tokenizer(cfg, datamodule)
+    datamodule.tokenizer = tokenizer
+    if cfg.data.batch_size * cfg.data.seq_len <= 0:
+        raise UserError("data.batch_size and data.seq_len must be positive.")
+    model = build_model(cfg, tokenizer)
+    if cfg.get("init_from"):
+        load_weights(model, RunDir(cfg.init_from).checkpoint("last"))
+    objective = build_objective(cfg, tokenizer)
+    plan = build_plan(cfg, model)
+    schedule = build_schedule(cfg, plan.steps)
+    optimizer = _make(cfg.optim, "optim")
+    module = PretrainModule(model, objective, optimizer, schedule, plan.steps)
+    return Experiment(tokenizer, datamodule, model, objective, plan, module)
+
+
+def build_trainer(cfg: DictConfig, run: RunDir, max_steps: int, callbacks: list[L.Callback]) -> L.Trainer:
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    options.pop("max_steps")
+    logger = _make(cfg.logger, "logger", save_dir=str(run.path))
+    return L.Trainer(
+        **options,
+        max_steps=max_steps,
+        max_epochs=-1,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        logger=logger,
+        callbacks=callbacks,
+        log_every_n_steps=cfg.log_every,
+        default_root_dir=str(run.path),
+    )

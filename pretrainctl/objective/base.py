@@ -1,0 +1,47 @@
+"""The objective contract: a training loss and a likelihood in bits, for any architecture.
+
+``loss(model, batch)`` returns what training optimizes; ``nll(model, batch)`` returns the negative
+log-likelihood of the batch's text in bits (exact for autoregressive models, an upper bound for
+diffusion) together with the UTF-8 bytes it covers, so every objective reports validation bits per
+byte: total bits / total bytes, comparable across tokenizers and objectives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from pretrainctl.arch.base import LanguageModel
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar the optimizer minimizes
+    n_targets: int  # predicted tokens behind the loss
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class NLLOutput:
+    bits: torch.Tensor  # summed negative log-likelihood, in bits
+    bytes: torch.Tensor  # UTF-8 bytes of the text those tokens decode to
+    tokens: torch.Tensor  # number of target tokens scored
+
+
+class Objective(nn.Module):
+    """Subclasses implement ``loss`` and ``nll``. ``token_bytes`` (V,) comes from the tokenizer."""
+
+    causal: bool = True
+    has_bpb: bool = True
+
+    def __init__(self, token_bytes: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("token_bytes", token_bytes.clone(), persistent=False)
+
+    def loss(self, model: LanguageModel, batch: dict[str, torch.Tensor]) -> LossOutput:
+        raise NotImplementedError
+
+    def nll(self, model: LanguageModel, batch: dict[str, torch.Tensor]) -> NLLOutput:
+        raise NotImplementedError

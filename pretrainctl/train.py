@@ -1,0 +1,179 @@
+"""``pretrainctl train``: build an experiment from a composed config, fit it, and leave a run directory."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from pretrainctl.build import build_experiment, build_trainer
+from pretrainctl.callbacks import CheckpointSaver, GracefulStop, MetricsWriter, RichProgress, save_checkpoint
+from pretrainctl.errors import NonFiniteLossError, UserError
+from pretrainctl.runs import RunDir, git_commit, write_json
+
+console = Console(stderr=True)
+# Lightning's start-up banners ("GPU available", tips) drown the plan table; warnings still show.
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+
+
+def device_name(accelerator: str) -> str:
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name()}"
+    return f"cpu: {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def resume_config(run: RunDir, overrides: list[str]) -> DictConfig:
+    """The saved config of ``run``, with plain ``key=value`` overrides applied (e.g. a longer max_steps)."""
+    if not run.is_run():
+        raise UserError(f"resume={run.path} is not a run directory (it has no config.yaml).")
+    if not run.checkpoint("last").is_file():
+        raise UserError(f"resume={run.path} has no checkpoints/last.ckpt to continue from.")
+    cfg = OmegaConf.load(run.config)
+    extra = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("resume",)]
+    if extra:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in extra]))
+    cfg.resume = str(run.path)
+    return cfg
+
+
+def print_plan(exp, cfg: DictConfig, run: RunDir) -> None:
+    p = exp.plan
+    table = Table(title=f"plan: {p.rule}", show_header=False, title_justify="left")
+    rows = [
+        ("run directory", str(run.path)),
+        (
+            "parameters total / active / non-embedding",
+            f"{p.params_total:,} / {p.params_active:,} / {p.params_non_embedding:,}",
+        ),
+        ("vocabulary", f"{exp.tokenizer.vocab_size:,}"),
+        ("FLOPs per token (train)", f"{p.flops_per_token:,}"),
+        ("batch", f"{cfg.data.batch_size} x {cfg.data.seq_len} tokens = {p.tokens_per_step:,} tokens/step"),
+        ("steps / tokens / FLOPs", f"{p.steps:,} / {p.tokens:,} / {p.train_flops:.3g}"),
+        ("tokens per parameter", f"{p.tokens / p.params_active:.2f}"),
+        ("train / validation rows", f"{len(exp.datamodule.train_rows):,} / {len(exp.datamodule.val_rows):,}"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+
+
+def run_train(
+    cfg: DictConfig, run_dir: str | Path, overrides: list[str] = (), callbacks: list | None = None
+) -> dict:
+    """Train and return the summary. User mistakes raise UserError before anything is written."""
+    resuming = bool(cfg.get("resume"))
+    run = RunDir(cfg.resume if resuming else run_dir)
+    if resuming:
+        cfg = resume_config(run, list(overrides))
+    elif run.is_run():
+        raise UserError(f"{run.path} already holds a run; pass resume={run.path} to continue it.")
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    L.seed_everything(cfg.seed, verbose=False)
+
+    exp = build_experiment(cfg)
+    exp.datamodule.setup("fit")
+    if cfg.get("compile"):
+        exp.model.compile()
+
+    # Nothing was written before this point.
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        run.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        run.overrides.write_text("\n".join(overrides) + ("\n" if overrides else ""))
+        write_json(run.plan, exp.plan.as_dict())
+        exp.tokenizer.save(run.tokenizer)
+    previous = run.read_summary() or {}
+    print_plan(exp, cfg, run)
+
+    tokens_per_step = exp.plan.tokens_per_step
+    metrics = MetricsWriter(run, tokens_per_step, cfg.log_every)
+    stopper = GracefulStop(run)
+    trainer = build_trainer(
+        cfg, run, exp.plan.steps,
+        [metrics, CheckpointSaver(run), stopper, RichProgress(tokens_per_step, console), *(callbacks or [])],
+    )  # fmt: skip
+    ckpt_path = None
+    if resuming:
+        ckpt_path = str(run.checkpoint("last"))
+        step = torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]
+        run.truncate_metrics(after_step=step)
+
+    t0 = time.perf_counter()
+    status = "completed"
+    try:
+        trainer.fit(exp.module, datamodule=exp.datamodule, ckpt_path=ckpt_path)
+    except NonFiniteLossError as exc:
+        status = "diverged"
+        console.print(f"[red]stopped: {exc}; the last good checkpoint is {run.checkpoint('last')}[/red]")
+    if stopper.requested:
+        status = "interrupted"
+        console.print(
+            f"[yellow]{stopper.requested}: saved {run.checkpoint('last')} at step {trainer.global_step}; "
+            f"continue with: pretrainctl train resume={run.path}[/yellow]"
+        )
+    elif status == "completed":
+        if exp.module.val_step != trainer.global_step:
+            trainer.validate(exp.module, datamodule=exp.datamodule, verbose=False)
+            run.append_metrics({"step": trainer.global_step, "tokens": trainer.global_step * tokens_per_step,
+                                **exp.module.val_results})  # fmt: skip
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(trainer, run.checkpoint("last"))
+    wall = time.perf_counter() - t0 + previous.get("wall_s", 0.0)
+    train_seconds = metrics.train_seconds + previous.get("train_s", 0.0)
+    steps = trainer.global_step
+    summary = {
+        "status": status,
+        "step": steps,
+        "tokens": steps * tokens_per_step,
+        "train_flops": float(steps * tokens_per_step * exp.plan.flops_per_token),
+        "val_loss": exp.module.val_results.get("val_loss"),
+        "val_bpb": exp.module.val_results.get("val_bpb"),
+        "params_total": exp.plan.params_total,
+        "params_active": exp.plan.params_active,
+        "params_non_embedding": exp.plan.params_non_embedding,
+        "flops_per_token": exp.plan.flops_per_token,
+        "tokens_per_s": (steps - (previous.get("step") or 0))
+        * tokens_per_step
+        / max(metrics.train_seconds, 1e-9)
+        if metrics.train_seconds
+        else previous.get("tokens_per_s"),
+        "train_s": train_seconds,
+        "wall_s": wall,
+        "device": device_name(cfg.trainer.accelerator),
+        "git_commit": git_commit(),
+        "objective_has_bpb": exp.objective.has_bpb,
+    }
+    if trainer.is_global_zero:
+        write_json(run.summary, summary)
+        print_summary(summary, run)
+    return summary
+
+
+def print_summary(summary: dict, run: RunDir) -> None:
+    table = Table(title=f"{summary['status']}: {run.path}", show_header=False, title_justify="left")
+    fmt = {
+        "step": "{:,}", "tokens": "{:,}", "train_flops": "{:.3g}", "val_loss": "{:.4f}", "val_bpb": "{:.4f}",
+        "params_total": "{:,}", "tokens_per_s": "{:,.0f}", "wall_s": "{:.1f}",
+    }  # fmt: skip
+    for key, pattern in fmt.items():
+        value = summary.get(key)
+        table.add_row(key, "n/a" if value is None else pattern.format(value))
+    console.print(table)
+    print(f"run directory: {run.path}")
+
+
+def hydra_task(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    run_train(cfg, hc.runtime.output_dir, list(hc.overrides.task))
