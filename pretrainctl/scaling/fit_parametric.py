@@ -187,7 +187,9 @@ def fit_approach3(
         if len(np.unique(idx)) < 6:
             continue
         bn, bd, bl = logn[idx], logd[idx], logl[idx]
-        starts = np.vstack([theta, _top_starts(grid, bn, bd, bl, delta, bootstrap_top_k)])
+        starts = theta[None]
+        if bootstrap_top_k > 0:
+            starts = np.vstack([starts, _top_starts(grid, bn, bd, bl, delta, bootstrap_top_k)])
         boots.append(_derived(_law(_fit_lse(bn, bd, bl, delta, starts)[0]), c_ref, flops_per_param_token))
     intervals = {k: interval(np.array([s[k] for s in boots]), ci) for k in boots[0]} if boots else {}
     return Approach3Fit(
