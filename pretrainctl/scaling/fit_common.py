@@ -55,7 +55,11 @@ class RunPoint:
         missing += [k for k in ("tokens", "train_flops") if summary.get(k) is None]
         if missing:
             raise ValueError(f"run summary {name or '?'} lacks {', '.join(missing)}; cannot use it in a fit")
-        opt = {k: float(summary[k]) for k in ("budget", "unique_tokens", "mix_ratio") if summary.get(k)}
+        opt = {
+            k: float(summary[k])
+            for k in ("budget", "unique_tokens", "mix_ratio")
+            if summary.get(k) is not None
+        }
         return cls(
             float(summary[pkey]),
             float(summary["tokens"]),
