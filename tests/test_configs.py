@@ -1,0 +1,109 @@
+"""Every option of every group composes, and instantiates through build.py."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pretrainctl import build
+from pretrainctl.cli import GROUPS, options
+from pretrainctl.module import PretrainModule
+from pretrainctl.runs import RunDir
+from pretrainctl.tokenizer.bytes import ByteTokenizer
+from tests.helpers import tiny_config
+
+
+def test_groups_are_the_documented_ones():
+    for group in (
+        "data",
+        "tokenizer",
+        "arch",
+        "objective",
+        "optim",
+        "schedule",
+        "scaling",
+        "trainer",
+        "logger",
+    ):
+        assert group in GROUPS and options(group)
+
+
+@pytest.mark.parametrize("option", options("arch"))
+def test_arch_options(option, cache_dir):
+    cfg = tiny_config([f"arch={option}"], cache_dir)
+    model = build.build_model(cfg, ByteTokenizer())
+    count = model.num_params()
+    assert count.total == sum(p.numel() for p in model.parameters())
+    assert model.flops_per_token(cfg.data.seq_len) > 6 * count.non_embedding
+    hidden = model(torch.randint(0, 260, (1, 8)))
+    assert model.logits(hidden).shape == (1, 8, 260)
+
+
+@pytest.mark.parametrize("option", options("tokenizer"))
+def test_tokenizer_options(option, cache_dir):
+    cfg = tiny_config([f"tokenizer={option}"], cache_dir)
+    dm = build.build_datamodule(cfg)
+    tok = build.build_tokenizer(cfg, dm)
+    text = dm.train_texts()[0][:2000]
+    assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_data_options(option, cache_dir, tmp_path):
+    docs = [f"line {i} of a local document\n" * 30 for i in range(60)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    (tmp_path / "hub" / "data").mkdir(parents=True)  # a dataset folder in hub layout
+    pq.write_table(pa.table({"text": docs}), tmp_path / "hub" / "data" / "train-00000-of-00001.parquet")
+    extra = {
+        "files": [f"data.source.paths=[{tmp_path}/d.jsonl]"],
+        "hf": [f"data.source.path={tmp_path}/hub"],
+        "stdlib": [],
+    }[option]
+    cfg = tiny_config([f"data={option}", "tokenizer=bytes", *extra], cache_dir)
+    dm = build.build_datamodule(cfg, ByteTokenizer())
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))["tokens"]
+    assert batch.shape == (cfg.data.batch_size, cfg.data.seq_len + 1)
+
+
+@pytest.mark.parametrize("group", ["objective", "optim", "schedule", "scaling"])
+def test_training_options_build_a_module(group, cache_dir):
+    for option in options(group):
+        cfg = tiny_config([f"{group}={option}", "tokenizer=bytes"], cache_dir)
+        if option == "flops":
+            cfg.scaling.flops = 1e12
+        exp = build.build_experiment(cfg)
+        assert isinstance(exp.module, PretrainModule)
+        assert exp.plan.steps >= 1 and exp.plan.tokens == exp.plan.steps * exp.plan.tokens_per_step
+        optimizer = exp.module.optimizer_builder.build(exp.model)
+        assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(exp.model.parameters()))
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer_and_logger_options(option, cache_dir, tmp_path):
+    for logger in options("logger"):
+        cfg = tiny_config([f"trainer={option}", f"logger={logger}"], cache_dir)
+        if option == "gpu" and not torch.cuda.is_available():
+            assert cfg.trainer.precision == "bf16-mixed"  # composes; instantiating needs a GPU
+            continue
+        trainer = build.build_trainer(cfg, RunDir(tmp_path), 5, [])
+        assert trainer.max_steps == 5
+
+
+def test_scaling_plans_derive_steps(cache_dir):
+    cfg = tiny_config(["tokenizer=bytes", "scaling=tokens", "scaling.tokens_per_param=2"], cache_dir)
+    exp = build.build_experiment(cfg)
+    assert exp.plan.tokens >= 2 * exp.plan.params_active > exp.plan.tokens - exp.plan.tokens_per_step
+    cfg = tiny_config(["tokenizer=bytes", "scaling=flops", "scaling.flops=1e12"], cache_dir)
+    exp = build.build_experiment(cfg)
+    assert (
+        exp.plan.train_flops
+        <= 1e12
+        < exp.plan.train_flops + exp.plan.flops_per_token * exp.plan.tokens_per_step
+    )
+    cfg = tiny_config(
+        ["tokenizer=bytes", "scaling=flops", "scaling.flops=1e12", "trainer.max_steps=7"], cache_dir
+    )
+    assert build.build_experiment(cfg).plan.steps == 7
