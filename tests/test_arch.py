@@ -26,7 +26,7 @@ def test_param_and_flop_counts_match_hand_count(V, d, L, H, K, tied):
     assert count.active == total
     assert count.non_embedding == non_embedding
     T = 128
-    # forward: 2 FLOPs per matmul weight per token + head + (QK^T and AV) 2*T*d each per layer; x3 for training
+    # forward: 2 FLOPs per matmul weight and token, head included, + QK^T and AV at 2*T*d each; x3 to train
     expected = 3 * (2 * matmul + 2 * V * d + L * 4 * T * d)
     assert model.flops_per_token(T) == expected
     assert model.kv_cache_bytes_per_token(2) == L * 2 * K * (d // H) * 2
