@@ -49,8 +49,17 @@ class PretrainModule(L.LightningModule):
             raise NonFiniteLossError(self.global_step, loss)
         self.last_loss = loss
         self.last_metrics = {k: float(v) for k, v in out.metrics.items()}
+        total = out.loss
+        aux = self.model.aux_loss()
+        if aux is not None:
+            total = total + aux
+            self.last_metrics["aux_loss"] = float(aux)
+        self.last_metrics.update(self.model.diagnostics())
         self.log("train/loss", out.loss.detach(), on_step=True, prog_bar=False)
-        return out.loss
+        return total
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.model.after_optimizer_step()
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

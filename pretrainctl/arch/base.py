@@ -35,6 +35,18 @@ class LanguageModel(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden @ self.head_weight().t()
 
+    def aux_loss(self) -> torch.Tensor | None:
+        """Auxiliary losses of the last forward (e.g. MoE load balancing), already weighted; added
+        to the objective's loss by the training module. None when the architecture has none."""
+        return None
+
+    def after_optimizer_step(self) -> None:
+        """Called once per optimizer step (e.g. to update auxiliary-loss-free MoE routing biases)."""
+
+    def diagnostics(self) -> dict[str, float]:
+        """Scalars to log per step (e.g. per-layer MoE load statistics); cheap, no extra forward."""
+        return {}
+
     def num_params(self) -> ParamCount:
         raise NotImplementedError
 
