@@ -1,40 +1,60 @@
 """Dense decoder in the Llama style (Touvron et al., 2023): pre-norm RMSNorm, RoPE, SwiGLU, grouped
-K/V heads, tied or untied embeddings. Masking (causal or not) is chosen per call by the objective."""
+K/V heads, tied or untied embeddings. Masking (causal or not) is chosen per call by the objective.
+
+Attention options (all off by default, so the plain dense model is unchanged): QK-norm (OLMo 2),
+logit soft-capping (Gemma 2) and sliding-window attention with local-global interleaving: with
+``window`` set, every layer is local except every ``global_every``-th one (layers
+global_every-1, 2*global_every-1, ... counting from 0), e.g. window=64, global_every=3 gives
+local, local, global, local, local, global (ModernBERT, arXiv:2412.13663, uses a global layer every
+third; Gemma 2 alternates, global_every=2). ``global_every=null`` makes every layer local.
+"""
 
 from __future__ import annotations
 
-import math
-
-import torch
-from torch import nn
-
-from pretrainctl.arch.base import LanguageModel, ParamCount
-from pretrainctl.arch.layers import Attention, RMSNorm, SwiGLU, matmul_params, swiglu_hidden
+from pretrainctl.arch.decoder import Block, Decoder
+from pretrainctl.arch.layers import Attention, SwiGLU, swiglu_hidden
 from pretrainctl.errors import UserError
 
 
-class Block(nn.Module):
-    def __init__(
-        self, dim: int, n_heads: int, n_kv_heads: int, mlp_hidden: int, rope_theta: float, eps: float
-    ):
-        super().__init__()
-        self.attn_norm = RMSNorm(dim, eps)
-        self.attn = Attention(dim, n_heads, n_kv_heads, rope_theta)
-        self.mlp_norm = RMSNorm(dim, eps)
-        self.mlp = SwiGLU(dim, mlp_hidden)
-
-    def forward(self, x: torch.Tensor, *, causal: bool) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), causal=causal)
-        return x + self.mlp(self.mlp_norm(x))
+def layer_window(layer: int, window: int | None, global_every: int | None) -> int | None:
+    """The attention window of layer ``layer`` (None = global) under the local-global pattern."""
+    if window is None or (global_every is not None and (layer + 1) % global_every == 0):
+        return None
+    return window
 
 
-class DenseTransformer(LanguageModel):
+def check_attention(
+    d_model: int, n_heads: int, n_kv_heads: int, softcap: float | None, window: int | None,
+    global_every: int | None,
+) -> None:  # fmt: skip
+    """The user-facing checks of the attention knobs, shared by every family that uses them."""
+    if d_model % n_heads:
+        raise UserError(f"arch.d_model={d_model} must be divisible by arch.n_heads={n_heads}.")
+    if n_heads % n_kv_heads:
+        raise UserError(f"arch.n_heads={n_heads} must be a multiple of arch.n_kv_heads={n_kv_heads}.")
+    if softcap is not None and softcap <= 0:
+        raise UserError(f"arch.softcap={softcap} must be positive (or null to disable it).")
+    if window is not None and window < 1:
+        raise UserError(f"arch.window={window} must be at least 1 (or null for global attention).")
+    if global_every is not None and global_every < 1:
+        raise UserError(f"arch.global_every={global_every} must be at least 1 (or null: all local).")
+
+
+def check_backend(backend: str) -> None:
+    if backend != "torch":
+        raise UserError(f"arch.backend={backend!r} is not available yet; the choices are: torch.")
+
+
+class DenseTransformer(Decoder):
     """Args:
     vocab_size: set by build.py from the tokenizer.
     d_model, n_layers, n_heads: width, depth and query heads.
     n_kv_heads: K/V heads (None = n_heads; 1 = multi-query attention).
     mlp_hidden: SwiGLU width (None = 8/3 d_model rounded up to 64).
     tie_embeddings: share the input embedding with the output head.
+    qk_norm: RMSNorm on each query and key head (OLMo 2).
+    softcap: tanh cap on attention logits (None = off).
+    window, global_every: sliding-window size and local-global interleaving (module docstring).
     backend: "torch" (the Triton backend arrives with the kernels package).
     """
 
@@ -50,58 +70,22 @@ class DenseTransformer(LanguageModel):
         rope_theta: float = 10_000.0,
         norm_eps: float = 1e-6,
         init_std: float = 0.02,
+        qk_norm: bool = False,
+        softcap: float | None = None,
+        window: int | None = None,
+        global_every: int | None = None,
         backend: str = "torch",
     ) -> None:
-        super().__init__()
         n_kv_heads = n_kv_heads or n_heads
-        if d_model % n_heads:
-            raise UserError(f"arch.d_model={d_model} must be divisible by arch.n_heads={n_heads}.")
-        if n_heads % n_kv_heads:
-            raise UserError(f"arch.n_heads={n_heads} must be a multiple of arch.n_kv_heads={n_kv_heads}.")
-        if backend != "torch":
-            raise UserError(f"arch.backend={backend!r} is not available yet; the choices are: torch.")
-        self.vocab_size, self.d_model, self.n_layers = vocab_size, d_model, n_layers
-        self.tie_embeddings = tie_embeddings
-        self.embed = nn.Embedding(vocab_size, d_model)
+        check_attention(d_model, n_heads, n_kv_heads, softcap, window, global_every)
+        check_backend(backend)
         hidden = mlp_hidden or swiglu_hidden(d_model)
-        self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, n_kv_heads, hidden, rope_theta, norm_eps) for _ in range(n_layers)
-        )
-        self.norm = RMSNorm(d_model, norm_eps)
-        self.head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
-        self._init(init_std)
 
-    def _init(self, std: float) -> None:
-        # Residual-branch outputs are scaled down with depth (GPT-2) so the stream's variance stays O(1).
-        for name, p in self.named_parameters():
-            if p.dim() < 2:
-                continue
-            scale = (
-                1 / math.sqrt(2 * self.n_layers)
-                if name.endswith(("attn.o.weight", "mlp.down.weight"))
-                else 1.0
-            )
-            nn.init.normal_(p, std=std * scale)
+        def make_block(i: int) -> Block:
+            attn = Attention(
+                d_model, n_heads, n_kv_heads, rope_theta, qk_norm=qk_norm, softcap=softcap,
+                window=layer_window(i, window, global_every), eps=norm_eps,
+            )  # fmt: skip
+            return Block(d_model, attn, SwiGLU(d_model, hidden), norm_eps)
 
-    def head_weight(self) -> torch.Tensor:
-        return self.embed.weight if self.head is None else self.head.weight
-
-    def forward(self, tokens: torch.Tensor, *, causal: bool = True) -> torch.Tensor:
-        """tokens (B, T) -> hidden (B, T, D), final norm applied."""
-        x = self.embed(tokens)
-        for block in self.blocks:
-            x = block(x, causal=causal)
-        return self.norm(x)
-
-    def num_params(self) -> ParamCount:
-        total = sum(p.numel() for p in self.parameters())
-        embedding = self.embed.weight.numel() + (0 if self.head is None else self.head.weight.numel())
-        return ParamCount(total=total, active=total, non_embedding=total - embedding)
-
-    def flops_per_token(self, seq_len: int) -> int:
-        forward = 2 * (matmul_params(self.blocks) + self.head_weight().numel())
-        forward += sum(b.attn.flops_per_token(seq_len) for b in self.blocks)
-        return 3 * forward
-
-    def kv_cache_bytes_per_token(self, dtype_bytes: int = 2) -> int:
-        return sum(b.attn.kv_bytes_per_token(dtype_bytes) for b in self.blocks)
+        super().__init__(vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std)
