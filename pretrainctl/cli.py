@@ -27,15 +27,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("pretrainctl.evaluate.run_eval:hydra_task", "validation loss and bits per byte of a checkpoint"),
     "generate": ("pretrainctl.evaluate.generate:hydra_task", "sample text from a checkpoint"),
 }
-_HYDRA_FLAGS_WITHOUT_COMPOSE = (
-    "-m",
-    "--multirun",
-    "-sc",
-    "--shell-completion",
-    "--help",
-    "-h",
-    "--hydra-help",
-)
 
 
 def options(group: str) -> list[str]:
@@ -87,16 +78,36 @@ def check_composes(command: str, args: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    overrides = [a for a in args if not a.startswith("hydra.")]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            compose(config_name=command, overrides=[a for a in args if not a.startswith("hydra.")])
-    except (HydraException, OmegaConfBaseException) as exc:
-        text = str(exc).strip() or str(exc.__cause__ or type(exc).__name__).strip()
-        first = text.splitlines()[0]
-        fail(f"{first} (see `pretrainctl {command} --help` for the keys)")
+            try:
+                compose(config_name=command, overrides=overrides)
+            except (HydraException, OmegaConfBaseException) as exc:
+                text = str(exc).strip() or str(exc.__cause__ or type(exc).__name__).strip()
+                fail(_explain(text.splitlines()[0], command, overrides, compose))
     finally:
         GlobalHydra.instance().clear()
+
+
+def _explain(message: str, command: str, overrides: list[str], compose: Callable) -> str:
+    """For an unknown key, name the keys that do exist at that level."""
+    from omegaconf import OmegaConf
+
+    m = re.match(r"Could not override '([\w.]+)'", message)
+    if not m:
+        return f"{message} (see `pretrainctl {command} --cfg job` for the keys)"
+    key = m.group(1)
+    parent, _, leaf = key.rpartition(".")
+    rest = [o for o in overrides if not re.match(rf"^[+~]*{re.escape(key)}=", o)]
+    try:
+        cfg = compose(config_name=command, overrides=rest)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        keys = ", ".join(k for k in node if k != "_target_")
+    except Exception:  # the other overrides are broken too: fall back to the plain message
+        return message
+    return f"unknown setting {key!r}: {parent or 'the top level'} has {keys}."
 
 
 def print_help() -> None:
@@ -138,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"unknown command {command!r}; choose one of: {', '.join(COMMANDS)}.")
     args = normalize(args)
     check_choices(args)
-    if not any(a in _HYDRA_FLAGS_WITHOUT_COMPOSE for a in args):
+    if not any(a.startswith("-") for a in args):  # Hydra flags (--cfg job, -m, ...) take over
         check_composes(command, args)
     resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
     if resume and not any(a.startswith("hydra.run.dir=") for a in args):

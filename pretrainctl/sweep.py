@@ -22,12 +22,17 @@ def _fmt(value: Any, pattern: str) -> str:
 
 def sweep_table(rows: list[dict], title: str) -> Table:
     table = Table(title=title, title_justify="left")
+    # Show what differs between the runs; the overrides they share go in the caption.
+    sets = [set(r["overrides"].split()) for r in rows]
+    common = set.intersection(*sets) if sets else set()
+    if common:
+        table.caption = "all runs: " + " ".join(sorted(common))
     for column in ("run", "overrides", "status", "val_bpb", "val_loss", "tokens", "tokens/s"):
         table.add_column(column, justify="right" if column not in ("run", "overrides", "status") else "left")
     for row in sorted(rows, key=lambda r: (r.get("val_bpb") is None, r.get("val_bpb") or 0)):
         table.add_row(
             Path(row["run"]).name,
-            row["overrides"].replace("\n", " "),
+            " ".join(o for o in row["overrides"].split() if o not in common),
             row.get("status", "?"),
             _fmt(row.get("val_bpb"), "{:.4f}"),
             _fmt(row.get("val_loss"), "{:.4f}"),

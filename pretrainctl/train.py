@@ -176,4 +176,10 @@ def hydra_task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    run_train(cfg, hc.runtime.output_dir, list(hc.overrides.task))
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        run_train(cfg, run_dir, list(hc.overrides.task))
+    except UserError:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # Hydra made it before we could refuse; leave no empty run behind
+        raise

@@ -30,7 +30,10 @@ def generate(run: str, prompt: str, ckpt: str = "last", max_new_tokens: int = 20
             trained.model, torch.tensor([ids]), max_new_tokens=max_new_tokens, temperature=temperature,
             top_k=top_k, generator=gen, max_context=trained.cfg.data.seq_len, stop_id=tok.eos_id,
         )  # fmt: skip
-        out.append(tok.decode(sample[0].tolist()))
+        # The prompt is printed as typed; only the continuation is decoded (a byte-fallback piece the
+        # model emits must not rewrite the prompt's last characters).
+        new = sample[0, len(ids) :].tolist()
+        out.append(prompt + tok.decode([i for i in new if i != tok.eos_id]))
     return out
 
 
