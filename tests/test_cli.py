@@ -74,7 +74,8 @@ def test_sweep_eval_generate(env, tmp_path):
     assert ev.returncode == 0, ev.stderr[-2000:]
     result = json.loads((Path(run) / "eval" / "last.json").read_text())
     # eval reads the whole validation split; training validated a 4-batch slice of it
-    trained_val = [r for r in map(json.loads, open(Path(run) / "metrics.jsonl")) if "val_tokens" in r][-1]
+    lines = (Path(run) / "metrics.jsonl").read_text().splitlines()
+    trained_val = [r for r in map(json.loads, lines) if "val_tokens" in r][-1]
     assert result["val_tokens"] > trained_val["val_tokens"] and result["val_bpb"] > 0
     gen = cli("generate", f"run={run}", "prompt='def '", "max_new_tokens=12", "top_k=5", env=env)
     assert gen.returncode == 0, gen.stderr[-2000:]
