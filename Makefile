@@ -37,7 +37,7 @@ lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff format --check pretrainctl kernels tests
 
 bench: $(STAMP)  ## CPU benchmarks: framework overhead vs a bare torch loop
-	$(PY) bench/overhead.py
+	$(PY) -m bench.overhead
 
 bench-kernels: $(STAMP)  ## GPU kernel benchmarks against in-run references
 	$(PY) -m pretrainctl_kernels.bench
