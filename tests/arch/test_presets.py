@@ -8,7 +8,6 @@ from pretrainctl.runs import RunDir
 from pretrainctl.train import run_train
 from tests.helpers import tiny_config
 
-
 # ~25 s each on 2 shared cores: moe_mla (MLA + MoE, the most moving parts) runs by default, the rest
 # with the slow tests.
 PRESETS = [p if p == "moe_mla" else pytest.param(p, marks=pytest.mark.slow) for p in options("arch")]
