@@ -52,7 +52,8 @@ def framework(cfg, steps: int, warmup: int = 3) -> float:
         cfg.trainer.val_check_interval = 10**9  # no validation inside the timed window
         cfg.log_every = warmup
         summary = run_train(cfg, Path(tmp) / "run")
-        records = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        lines = (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
     # metrics.jsonl records tokens/s per interval; skip the first (warm-up) interval
     timed = [r for r in records if "tokens_per_s" in r and r["step"] > warmup]
     return timed[-1]["tokens_per_s"] if timed else summary["tokens_per_s"]

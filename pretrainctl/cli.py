@@ -138,6 +138,10 @@ def _command_from_completion(args: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    relaunched = os.environ.get("PRETRAINCTL_COMMAND")
+    if relaunched and os.environ.get("LOCAL_RANK", "0") != "0" and (not args or args[0] not in COMMANDS):
+        # Lightning's DDP launcher re-runs sys.argv (which Hydra needs without the command) per rank.
+        args = [relaunched, *args]
     if args and args[0] in ("-sc", "--shell-completion"):
         command = _command_from_completion(args) or "train"
     elif not args or args[0] in ("-h", "--help", "help"):
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
 
     module_name, fn_name = COMMANDS[command][0].split(":")
     task = getattr(__import__(module_name, fromlist=[fn_name]), fn_name)
-    sys.argv = ["pretrainctl", *args]
+    os.environ["PRETRAINCTL_COMMAND"] = command
+    sys.argv = [sys.argv[0], *args]
     hydra.main(config_path=str(CONF), config_name=command, version_base="1.3")(user_errors_exit_2(task))()
 
 

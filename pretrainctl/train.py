@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 import warnings
@@ -23,6 +24,8 @@ console = Console(stderr=True)
 # Lightning's start-up banners ("GPU available", tips) drown the plan table; warnings still show.
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+# Validation sums are reduced across ranks by the module itself before logging.
+warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting")
 
 
 def device_name(accelerator: str) -> str:
@@ -72,9 +75,11 @@ def run_train(
     """Train and return the summary. User mistakes raise UserError before anything is written."""
     resuming = bool(cfg.get("resume"))
     run = RunDir(cfg.resume if resuming else run_dir)
+    # Ranks > 0 of a DDP run (relaunched by Lightning or torchrun) share rank 0's run directory.
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
     if resuming:
         cfg = resume_config(run, list(overrides))
-    elif run.is_run():
+    elif run.is_run() and rank == 0:
         raise UserError(f"{run.path} already holds a run; pass resume={run.path} to continue it.")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -87,7 +92,7 @@ def run_train(
 
     # Nothing was written before this point.
     run.path.mkdir(parents=True, exist_ok=True)
-    if not resuming:
+    if not resuming and rank == 0:
         run.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
         run.overrides.write_text("\n".join(overrides) + ("\n" if overrides else ""))
         write_json(run.plan, exp.plan.as_dict())
@@ -106,7 +111,8 @@ def run_train(
     if resuming:
         ckpt_path = str(run.checkpoint("last"))
         step = torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]
-        run.truncate_metrics(after_step=step)
+        if rank == 0:
+            run.truncate_metrics(after_step=step)
 
     t0 = time.perf_counter()
     status = "completed"

@@ -81,3 +81,13 @@ def test_sweep_eval_generate(env, tmp_path):
     assert gen.returncode == 0, gen.stderr[-2000:]
     assert gen.stdout.startswith("def ")
     assert len(gen.stdout) > len("def ")
+
+
+def test_ddp_on_cpu_with_two_processes(env, tmp_path):
+    out = cli("train", "trainer=ddp", *TINY, "trainer.max_steps=4", "trainer.val_check_interval=2", env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["step"] == 4
+    assert summary["tokens"] == 4 * 2 * 4 * 32  # two ranks, each a batch of 4 rows x 32 tokens per step
+    assert (run / "checkpoints" / "last.ckpt").is_file()

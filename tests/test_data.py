@@ -110,3 +110,30 @@ def test_datamodule_rejects_batch_that_does_not_fit(tmp_path):
     dm = PackedDataModule(Small(), ByteTokenizer(), seq_len=64, batch_size=8, cache_dir=None)
     with pytest.raises(UserError, match="data.batch_size"):
         dm.setup()
+
+
+def test_ranks_read_disjoint_batches(tmp_path):
+    """Under DDP rank r takes global batches r, r + w, ...: together the ranks read the 1-rank stream."""
+    from types import SimpleNamespace
+
+    docs = [f"doc {i} " * 20 for i in range(200)]
+
+    class ListSource(StdlibSource):
+        def _load(self):
+            return docs[10:], docs[:10]
+
+        def fingerprint(self):
+            return "list-ddp"
+
+    def stream(world, rank, n):
+        dm = PackedDataModule(ListSource(), ByteTokenizer(), seq_len=15, batch_size=2, seed=5, cache_dir=None)
+        dm.setup()
+        dm.trainer = SimpleNamespace(world_size=world, global_rank=rank)
+        it = iter(dm.train_dataloader())
+        return [next(it)["tokens"] for _ in range(n)]
+
+    single = stream(1, 0, 6)
+    rank0, rank1 = stream(2, 0, 3), stream(2, 1, 3)
+    for k in range(3):
+        torch.testing.assert_close(rank0[k], single[2 * k])
+        torch.testing.assert_close(rank1[k], single[2 * k + 1])

@@ -29,11 +29,15 @@ class _TrainStream(IterableDataset):
         self.owner = owner
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        rows = self.owner.train_rows
-        index = self.owner.start_batch
+        rows, owner = self.owner.train_rows, self.owner
+        trainer = owner.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        local = owner.start_batch  # batches this rank has consumed
         while True:
-            yield {"tokens": rows[batch_rows(len(rows), self.owner.batch_size, index, self.owner.seed)]}
-            index += 1
+            # Rank r of w takes global batches r, r + w, r + 2w, ...: disjoint data under DDP.
+            index = local * world + rank
+            yield {"tokens": rows[batch_rows(len(rows), owner.batch_size, index, owner.seed)]}
+            local += 1
 
 
 class PackedDataModule(L.LightningDataModule):
