@@ -119,8 +119,6 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     datamodule = build_datamodule(cfg)
     tokenizer = build_tokenizer(cfg, datamodule)
     datamodule.tokenizer = tokenizer
-    if cfg.data.batch_size * cfg.data.seq_len <= 0:
-        raise UserError("data.batch_size and data.seq_len must be positive.")
     model = build_model(cfg, tokenizer)
     if cfg.get("init_from"):
         load_weights(model, RunDir(cfg.init_from).checkpoint("last"))

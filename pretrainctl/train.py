@@ -41,7 +41,7 @@ def resume_config(run: RunDir, overrides: list[str]) -> DictConfig:
     if not run.checkpoint("last").is_file():
         raise UserError(f"resume={run.path} has no checkpoints/last.ckpt to continue from.")
     cfg = OmegaConf.load(run.config)
-    extra = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("resume",)]
+    extra = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
     if extra:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in extra]))
     cfg.resume = str(run.path)
@@ -85,8 +85,9 @@ def run_train(
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, verbose=False)
 
-    exp = build_experiment(cfg)
-    exp.datamodule.setup("fit")
+    with console.status("reading data, training or loading the tokenizer, tokenizing, building the model"):
+        exp = build_experiment(cfg)
+        exp.datamodule.setup("fit")
     if cfg.get("compile"):
         exp.model.compile()
 
