@@ -73,6 +73,7 @@ def run_train(
     cfg: DictConfig, run_dir: str | Path, overrides: list[str] = (), callbacks: list | None = None
 ) -> dict:
     """Train and return the summary. User mistakes raise UserError before anything is written."""
+    t0 = time.perf_counter()
     resuming = bool(cfg.get("resume"))
     run = RunDir(cfg.resume if resuming else run_dir)
     # Ranks > 0 of a DDP run (relaunched by Lightning or torchrun) share rank 0's run directory.
@@ -99,7 +100,8 @@ def run_train(
         write_json(run.plan, exp.plan.as_dict())
         exp.tokenizer.save(run.tokenizer)
     previous = run.read_summary() or {}
-    print_plan(exp, cfg, run)
+    if rank == 0:
+        print_plan(exp, cfg, run)
 
     tokens_per_step = exp.plan.tokens_per_step
     metrics = MetricsWriter(run, tokens_per_step, cfg.log_every)
@@ -115,7 +117,6 @@ def run_train(
         if rank == 0:
             run.truncate_metrics(after_step=step)
 
-    t0 = time.perf_counter()
     status = "completed"
     try:
         trainer.fit(exp.module, datamodule=exp.datamodule, ckpt_path=ckpt_path)
@@ -138,6 +139,9 @@ def run_train(
     wall = time.perf_counter() - t0 + previous.get("wall_s", 0.0)
     train_seconds = metrics.train_seconds + previous.get("train_s", 0.0)
     steps = trainer.global_step
+    # Throughput of this process's training steps (validation excluded); a resumed run's own segment.
+    segment_steps = steps - (previous.get("step") or 0)
+    tokens_per_s = segment_steps * tokens_per_step / metrics.train_seconds if metrics.train_seconds else None
     summary = {
         "status": status,
         "step": steps,
@@ -149,11 +153,7 @@ def run_train(
         "params_active": exp.plan.params_active,
         "params_non_embedding": exp.plan.params_non_embedding,
         "flops_per_token": exp.plan.flops_per_token,
-        "tokens_per_s": (steps - (previous.get("step") or 0))
-        * tokens_per_step
-        / max(metrics.train_seconds, 1e-9)
-        if metrics.train_seconds
-        else previous.get("tokens_per_s"),
+        "tokens_per_s": tokens_per_s or previous.get("tokens_per_s"),
         "train_s": train_seconds,
         "wall_s": wall,
         "device": device_name(cfg.trainer.accelerator),
