@@ -8,11 +8,10 @@ dim (MLA's 192/128, DeepSeek-V2, arXiv:2405.04434), tanh logit soft-capping (Gem
 and sequence lengths that are not multiples of the block size. Softmax statistics and all matmuls
 accumulate in float32; the forward saves the row log-sum-exp for the backward pass.
 
-The backward runs two kernels instead of one with atomics: one program per key block computes dK and
-dV, looping over every query head of its group (so GQA needs no atomics and no repeated K/V), and one
-program per query block computes dQ. Atomics would also exclude float16 from the CPU interpreter.
-Each kernel visits the unmasked interior of the causal/window band without building a mask, and only
-the boundary blocks with one.
+The kernels live in attention_kernels.py: a forward, and a backward of three launches (delta =
+rowsum(dO * O); one program per key block for dK and dV, looping over every query head of its group
+so GQA needs no atomics and no repeated K/V; one program per query block for dQ). Tile shapes come
+from a per-head-dim table (no run-time autotuning); a 192-wide QK head is computed as 128 + 64.
 """
 
 from __future__ import annotations
@@ -21,275 +20,36 @@ import math
 
 import torch
 import triton
-import triton.language as tl
+from pretrainctl_kernels.attention_kernels import _attn_bwd_delta, _attn_bwd_dkdv, _attn_bwd_dq, _attn_fwd
 from torch import Tensor
 
 __all__ = ["attention", "attention_ref", "AttentionBlocks"]
 
 LOG2E = 1.4426950408889634
 
+Cfg = tuple[int, int, int, int]  # (rows per program or step, cols, num_warps, num_stages)
 
-# Kernel signatures carry ~30 scalar arguments (strides, sizes, flags); ruff format would put each on
-# its own line and triple the length of this section, so the kernels keep a compact layout.
-# fmt: off
-@triton.jit
-def _tanh(x):
-    # tl.tanh is not in every Triton release we target; this form saturates cleanly at +-1.
-    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
-
-
-@triton.jit
-def _scores(q, k, offs_m, offs_n, T, window, scale, softcap, MASK: tl.constexpr, CAUSAL: tl.constexpr,
-            WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
-    """Logits in log2 units, (BM, BN), plus the tanh value the soft-cap backward needs."""
-    s = tl.dot(q, tl.trans(k)) * scale  # (BM, BN), fp32
-    t = s
-    if SOFTCAP:
-        t = _tanh(s / softcap)
-        s = softcap * t
-    s = s * 1.4426950408889634
-    if MASK:
-        keep = (offs_n[None, :] < T) & (offs_m[:, None] < T)
-        if CAUSAL:
-            keep = keep & (offs_n[None, :] <= offs_m[:, None])
-        if WINDOW:
-            keep = keep & (offs_n[None, :] > offs_m[:, None] - window)
-        s = tl.where(keep, s, float("-inf"))
-    return s, t
-
-
-@triton.jit
-def _row_ranges(m0, T, window, BM: tl.constexpr, BN: tl.constexpr, CAUSAL: tl.constexpr,
-                WINDOW: tl.constexpr):
-    """For query rows [m0, m0+BM): key blocks [lo, hi) to visit; [flo, fhi) need no mask."""
-    zero = m0 * 0  # keeps every bound a tensor even when T is specialised to a constant
-    lo = zero
-    hi = zero + T
-    fhi = zero + (T // BN) * BN
-    if CAUSAL:
-        hi = tl.minimum(T, m0 + BM)
-        fhi = (tl.minimum(m0 + 1, T) // BN) * BN
-    flo = lo
-    if WINDOW:
-        lo = (tl.maximum(0, m0 - window + 1) // BN) * BN
-        flo = tl.cdiv(tl.maximum(0, m0 + BM - window), BN) * BN
-    if m0 + BM > T:
-        fhi = lo  # the last row block holds padding rows: mask everything
-    flo = tl.minimum(tl.maximum(flo, lo), hi)
-    fhi = tl.minimum(tl.maximum(fhi, flo), hi)
-    return lo, hi, flo, fhi
-
-
-@triton.jit
-def _fwd_inner(acc, m_i, l_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, start, end, T, window,
-               scale, softcap, BN: tl.constexpr, DQK: tl.constexpr, DV: tl.constexpr,
-               BDQK: tl.constexpr, BDV: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
-               WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
-    offs_dk = tl.arange(0, BDQK)
-    offs_dv = tl.arange(0, BDV)
-    for n0 in range(start, end, BN):
-        offs_n = n0 + tl.arange(0, BN)
-        k = tl.load(k_ptrs + offs_n[:, None] * stride_kt + offs_dk[None, :],
-                    mask=(offs_n[:, None] < T) & (offs_dk[None, :] < DQK), other=0.0)  # (BN, DQK)
-        v = tl.load(v_ptrs + offs_n[:, None] * stride_vt + offs_dv[None, :],
-                    mask=(offs_n[:, None] < T) & (offs_dv[None, :] < DV), other=0.0)  # (BN, DV)
-        s, _ = _scores(q, k, offs_m, offs_n, T, window, scale, softcap, MASK, CAUSAL, WINDOW, SOFTCAP)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
-        p = tl.exp2(s - m_use[:, None])
-        alpha = tl.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
-    return acc, m_i, l_i
-
-
-@triton.jit
-def _attn_fwd(Q, K, V, O, LSE, sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot, soh, T, HQ, GROUP,
-              window, scale, softcap, DQK: tl.constexpr, DV: tl.constexpr, BM: tl.constexpr,
-              BN: tl.constexpr, BDQK: tl.constexpr, BDV: tl.constexpr, CAUSAL: tl.constexpr,
-              WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // HQ
-    h = pid_bh % HQ
-    hk = h // GROUP
-    m0 = pid_m * BM
-    offs_m = m0 + tl.arange(0, BM)
-    offs_dk = tl.arange(0, BDQK)
-    offs_dv = tl.arange(0, BDV)
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_dk[None, :],
-                mask=(offs_m[:, None] < T) & (offs_dk[None, :] < DQK), other=0.0)  # (BM, DQK)
-    k_ptrs = K + b * skb + hk * skh
-    v_ptrs = V + b * svb + hk * svh
-    m_i = tl.zeros([BM], dtype=tl.float32) + float("-inf")
-    l_i = tl.zeros([BM], dtype=tl.float32)
-    acc = tl.zeros([BM, BDV], dtype=tl.float32)
-    lo, hi, flo, fhi = _row_ranges(m0, T, window, BM, BN, CAUSAL, WINDOW)
-    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_ptrs, v_ptrs, skt, svt, offs_m, lo, flo, T, window,
-                               scale, softcap, BN, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
-    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_ptrs, v_ptrs, skt, svt, offs_m, flo, fhi, T, window,
-                               scale, softcap, BN, DQK, DV, BDQK, BDV, False, CAUSAL, WINDOW, SOFTCAP)
-    acc, m_i, l_i = _fwd_inner(acc, m_i, l_i, q, k_ptrs, v_ptrs, skt, svt, offs_m, fhi, hi, T, window,
-                               scale, softcap, BN, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
-    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
-    acc = acc / l_safe[:, None]
-    tl.store(O + b * sob + h * soh + offs_m[:, None] * sot + offs_dv[None, :], acc.to(O.dtype.element_ty),
-             mask=(offs_m[:, None] < T) & (offs_dv[None, :] < DV))
-    # LSE is (B, HQ, T) float32 in log2 units; kernel-internal, never returned to the caller.
-    tl.store(LSE + pid_bh * T + offs_m, m_i + tl.log2(l_safe), mask=offs_m < T)
-
-
-@triton.jit
-def _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, start, end, T, window,
-              scale, softcap, BN: tl.constexpr, DQK: tl.constexpr, DV: tl.constexpr, BDQK: tl.constexpr,
-              BDV: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr, WINDOW: tl.constexpr,
-              SOFTCAP: tl.constexpr):
-    offs_dk = tl.arange(0, BDQK)
-    offs_dv = tl.arange(0, BDV)
-    for n0 in range(start, end, BN):
-        offs_n = n0 + tl.arange(0, BN)
-        k = tl.load(k_ptrs + offs_n[:, None] * stride_kt + offs_dk[None, :],
-                    mask=(offs_n[:, None] < T) & (offs_dk[None, :] < DQK), other=0.0)  # (BN, DQK)
-        v = tl.load(v_ptrs + offs_n[:, None] * stride_vt + offs_dv[None, :],
-                    mask=(offs_n[:, None] < T) & (offs_dv[None, :] < DV), other=0.0)  # (BN, DV)
-        s, t = _scores(q, k, offs_m, offs_n, T, window, scale, softcap, MASK, CAUSAL, WINDOW, SOFTCAP)
-        p = tl.exp2(s - lse[:, None])  # (BM, BN)
-        dp = tl.dot(do, tl.trans(v))  # (BM, BN)
-        ds = p * (dp - delta[:, None])
-        if SOFTCAP:
-            ds = ds * (1.0 - t * t)
-        dq += tl.dot(ds.to(k.dtype), k)
-    return dq
-
-
-@triton.jit
-def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot, soh,
-                 T, HQ, GROUP, window, scale, softcap, DQK: tl.constexpr, DV: tl.constexpr,
-                 BM: tl.constexpr, BN: tl.constexpr, BDQK: tl.constexpr, BDV: tl.constexpr,
-                 CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
-    # DQ shares Q's strides and DO shares O's strides (the launcher makes them contiguous alike).
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // HQ
-    h = pid_bh % HQ
-    hk = h // GROUP
-    m0 = pid_m * BM
-    offs_m = m0 + tl.arange(0, BM)
-    offs_dk = tl.arange(0, BDQK)
-    offs_dv = tl.arange(0, BDV)
-    qmask = (offs_m[:, None] < T) & (offs_dk[None, :] < DQK)
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_dk[None, :], mask=qmask, other=0.0)
-    do = tl.load(DO + b * sob + h * soh + offs_m[:, None] * sot + offs_dv[None, :],
-                 mask=(offs_m[:, None] < T) & (offs_dv[None, :] < DV), other=0.0)  # (BM, DV)
-    lse = tl.load(LSE + pid_bh * T + offs_m, mask=offs_m < T, other=0.0)
-    delta = tl.load(DELTA + pid_bh * T + offs_m, mask=offs_m < T, other=0.0)
-    k_ptrs = K + b * skb + hk * skh
-    v_ptrs = V + b * svb + hk * svh
-    dq = tl.zeros([BM, BDQK], dtype=tl.float32)
-    lo, hi, flo, fhi = _row_ranges(m0, T, window, BM, BN, CAUSAL, WINDOW)
-    dq = _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, skt, svt, offs_m, lo, flo, T, window, scale,
-                   softcap, BN, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
-    dq = _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, skt, svt, offs_m, flo, fhi, T, window, scale,
-                   softcap, BN, DQK, DV, BDQK, BDV, False, CAUSAL, WINDOW, SOFTCAP)
-    dq = _dq_inner(dq, q, do, lse, delta, k_ptrs, v_ptrs, skt, svt, offs_m, fhi, hi, T, window, scale,
-                   softcap, BN, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
-    tl.store(DQ + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_dk[None, :],
-             (dq * scale).to(DQ.dtype.element_ty), mask=qmask)
-
-
-@triton.jit
-def _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, stride_qt, stride_ot, offs_n, start,
-                end, T, window, scale, softcap, BM: tl.constexpr, DQK: tl.constexpr, DV: tl.constexpr,
-                BDQK: tl.constexpr, BDV: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
-                WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
-    offs_dk = tl.arange(0, BDQK)
-    offs_dv = tl.arange(0, BDV)
-    for m0 in range(start, end, BM):
-        offs_m = m0 + tl.arange(0, BM)
-        q = tl.load(q_ptrs + offs_m[:, None] * stride_qt + offs_dk[None, :],
-                    mask=(offs_m[:, None] < T) & (offs_dk[None, :] < DQK), other=0.0)  # (BM, DQK)
-        do = tl.load(do_ptrs + offs_m[:, None] * stride_ot + offs_dv[None, :],
-                     mask=(offs_m[:, None] < T) & (offs_dv[None, :] < DV), other=0.0)  # (BM, DV)
-        lse = tl.load(lse_ptr + offs_m, mask=offs_m < T, other=0.0)
-        delta = tl.load(delta_ptr + offs_m, mask=offs_m < T, other=0.0)
-        s, t = _scores(q, k, offs_m, offs_n, T, window, scale, softcap, MASK, CAUSAL, WINDOW, SOFTCAP)
-        p = tl.exp2(s - lse[:, None])  # (BM, BN)
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-        dp = tl.dot(do, tl.trans(v))  # (BM, BN)
-        ds = p * (dp - delta[:, None])
-        if SOFTCAP:
-            ds = ds * (1.0 - t * t)
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
-    return dk, dv
-
-
-@triton.jit
-def _attn_bwd_dkdv(Q, K, V, DO, DK, DV_, LSE, DELTA, sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, sob, sot,
-                   soh, T, HQ, HKV, GROUP, window, scale, softcap, DQK: tl.constexpr, DV: tl.constexpr,
-                   BM: tl.constexpr, BN: tl.constexpr, BDQK: tl.constexpr, BDV: tl.constexpr,
-                   CAUSAL: tl.constexpr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr):
-    # DK shares K's strides, DV_ shares V's strides.
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // HKV
-    hk = pid_bh % HKV
-    n0 = pid_n * BN
-    offs_n = n0 + tl.arange(0, BN)
-    offs_dk = tl.arange(0, BDQK)
-    offs_dv = tl.arange(0, BDV)
-    kmask = (offs_n[:, None] < T) & (offs_dk[None, :] < DQK)
-    vmask = (offs_n[:, None] < T) & (offs_dv[None, :] < DV)
-    k = tl.load(K + b * skb + hk * skh + offs_n[:, None] * skt + offs_dk[None, :], mask=kmask, other=0.0)
-    v = tl.load(V + b * svb + hk * svh + offs_n[:, None] * svt + offs_dv[None, :], mask=vmask, other=0.0)
-    dk = tl.zeros([BN, BDQK], dtype=tl.float32)
-    dv = tl.zeros([BN, BDV], dtype=tl.float32)
-    # Query blocks [lo, hi) see this key block; [flo, fhi) see all of it with no mask.
-    zero = n0 * 0
-    lo = zero
-    hi = zero + T
-    flo = lo
-    fhi = zero + (T // BM) * BM
-    if CAUSAL:
-        lo = (n0 // BM) * BM
-        flo = tl.cdiv(n0 + BN - 1, BM) * BM
-    if WINDOW:
-        hi = tl.minimum(T, n0 + BN - 1 + window)
-        fhi = (tl.minimum(T, n0 + window) // BM) * BM
-    if n0 + BN > T:
-        fhi = lo
-    flo = tl.minimum(tl.maximum(flo, lo), hi)
-    fhi = tl.minimum(tl.maximum(fhi, flo), hi)
-    for g in range(0, GROUP):
-        h = hk * GROUP + g
-        q_ptrs = Q + b * sqb + h * sqh
-        do_ptrs = DO + b * sob + h * soh
-        lse_ptr = LSE + (b * HQ + h) * T
-        delta_ptr = DELTA + (b * HQ + h) * T
-        dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, sqt, sot, offs_n, lo, flo,
-                             T, window, scale, softcap, BM, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
-        dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, sqt, sot, offs_n, flo, fhi,
-                             T, window, scale, softcap, BM, DQK, DV, BDQK, BDV, False, CAUSAL, WINDOW,
-                             SOFTCAP)
-        dk, dv = _dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptr, delta_ptr, sqt, sot, offs_n, fhi, hi,
-                             T, window, scale, softcap, BM, DQK, DV, BDQK, BDV, True, CAUSAL, WINDOW, SOFTCAP)
-    tl.store(DK + b * skb + hk * skh + offs_n[:, None] * skt + offs_dk[None, :],
-             (dk * scale).to(DK.dtype.element_ty), mask=kmask)
-    tl.store(DV_ + b * svb + hk * svh + offs_n[:, None] * svt + offs_dv[None, :],
-             dv.to(DV_.dtype.element_ty), mask=vmask)
-# fmt: on
-
-
-# --------------------------------------------------------------------------------------------------
-# Launchers
-# --------------------------------------------------------------------------------------------------
+# Launch table per head-dim class (the widest of QK and V after splitting, rounded up to 64/128/192/
+# 256): forward (BM query rows, BN key step), dK/dV (BM query step, BN key rows per program) and dQ
+# (BM query rows, BN key step). Classes 128 and 192 are the winners of tune.py's sweep on an H200
+# (bench/results/h200_kernels_run2_tune.txt); 64 and 256 are unswept guesses. No run-time autotuning.
+_FWD: dict[int, Cfg] = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3), 192: (128, 64, 8, 2), 256: (64, 64, 8, 2)}
+_BWD_KV: dict[int, Cfg] = {
+    64: (64, 128, 8, 3),
+    128: (64, 128, 8, 2),
+    192: (32, 64, 4, 2),
+    256: (32, 64, 4, 2),
+}
+_BWD_Q: dict[int, Cfg] = {64: (128, 64, 8, 3), 128: (128, 64, 8, 2), 192: (64, 64, 4, 2), 256: (64, 32, 4, 2)}
 
 
 class AttentionBlocks:
-    """Tile sizes and launch settings. ``None`` fields are chosen from the head dims.
+    """Tile sizes and launch settings. ``None`` fields come from the head-dim table above.
 
-    Tests pass big tiles relative to their tiny shapes: the CPU interpreter's cost is the number of
-    block operations, not their size."""
+    ``bm``/``bn`` (with ``num_warps``/``num_stages``) set the forward; they also set the backward's
+    query/key tiles unless ``bwd_kv`` / ``bwd_q`` give full (bm, bn, num_warps, num_stages) tuples for
+    the dK/dV and dQ kernels. Tests pass big tiles relative to their tiny shapes: the CPU
+    interpreter's cost is the number of block operations, not their size."""
 
     def __init__(
         self,
@@ -297,22 +57,23 @@ class AttentionBlocks:
         bn: int | None = None,
         num_warps: int | None = None,
         num_stages: int | None = None,
+        bwd_kv: Cfg | None = None,
+        bwd_q: Cfg | None = None,
     ) -> None:
         self.bm, self.bn, self.num_warps, self.num_stages = bm, bn, num_warps, num_stages
+        self.bwd_kv, self.bwd_q = bwd_kv, bwd_q
 
-    def resolve(self, bdqk: int, bdv: int, backward: bool) -> tuple[int, int, int, int]:
-        widest = max(bdqk, bdv)
-        # Register budget: a (BM, D) fp32 accumulator plus (BN, D) tiles per program. Larger head
-        # dims halve the tiles; the backward holds two accumulators, so it uses smaller tiles.
-        if backward:
-            bm, bn, warps, stages = (64, 64, 4, 2) if widest <= 64 else (64, 64, 8, 2)
-            if widest > 128:
-                bm, bn, warps, stages = 32, 64, 8, 1
-        else:
-            bm, bn, warps, stages = (128, 64, 4, 3) if widest <= 64 else (128, 64, 8, 3)
-            if widest > 128:
-                bm, bn, warps, stages = 64, 64, 8, 2
+    def _pick(self, table: dict[int, Cfg], width: int, given: Cfg | None) -> Cfg:
+        if given is not None:
+            return given
+        bm, bn, warps, stages = table[min(256, -(-width // 64) * 64)]
         return (self.bm or bm, self.bn or bn, self.num_warps or warps, self.num_stages or stages)
+
+    def forward(self, width: int) -> Cfg:
+        return self._pick(_FWD, width, None)
+
+    def backward(self, width: int) -> tuple[Cfg, Cfg]:
+        return self._pick(_BWD_KV, width, self.bwd_kv), self._pick(_BWD_Q, width, self.bwd_q)
 
 
 def _dims(q: Tensor, k: Tensor, v: Tensor) -> tuple[int, int, int, int, int, int, int]:
@@ -332,8 +93,22 @@ def _pow2(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
-def _flags(window: int | None, softcap: float | None) -> tuple[int, float, bool, bool]:
-    return (window or 0, softcap or 1.0, window is not None, softcap is not None)
+def _head_tiles(dqk: int, dv: int) -> dict:
+    """QK head-dim tiles: one power of two, or two (192 -> 128 + 64) when that pads less."""
+    bd1, bd2, split = _pow2(dqk), 16, False
+    low = triton.next_power_of_2(dqk) // 2
+    if low >= 16 and dqk > low and low + _pow2(dqk - low) < bd1:
+        bd1, bd2, split = low, _pow2(dqk - low), True
+    bdv = _pow2(dv)
+    width = max(bd1 + (bd2 if split else 0), bdv)
+    return dict(DQK=dqk, DV=dv, BD1=bd1, BD2=bd2, BDV=bdv, SPLIT=split), width
+
+
+def _scalars(window: int | None, softcap: float | None, scale: float) -> tuple[int, float, float]:
+    """(window, qk_scale, softcap) as the kernels take them: logits come out in log2 units."""
+    if softcap is None:
+        return window or 0, scale * LOG2E, 1.0
+    return window or 0, scale / softcap, softcap * LOG2E
 
 
 def _attn_forward(
@@ -349,38 +124,15 @@ def _attn_forward(
     B, T, HQ, HKV, DQK, DV, group = _dims(q, k, v)
     o = torch.empty(B, T, HQ, DV, device=q.device, dtype=q.dtype)  # (B, T, Hq, Dv)
     lse = torch.empty(B, HQ, T, device=q.device, dtype=torch.float32)  # (B, Hq, T), log2 units
-    bdqk, bdv = _pow2(DQK), _pow2(DV)
-    bm, bn, warps, stages = blocks.resolve(bdqk, bdv, backward=False)
-    win, cap, has_win, has_cap = _flags(window, softcap)
-    grid = (triton.cdiv(T, bm), B * HQ)
-    _attn_fwd[grid](
-        q,
-        k,
-        v,
-        o,
-        lse,
-        *q.stride()[:3],
-        *k.stride()[:3],
-        *v.stride()[:3],
-        *o.stride()[:3],
-        T,
-        HQ,
-        group,
-        win,
-        scale,
-        cap,
-        DQK=DQK,
-        DV=DV,
-        BM=bm,
-        BN=bn,
-        BDQK=bdqk,
-        BDV=bdv,
-        CAUSAL=causal,
-        WINDOW=has_win,
-        SOFTCAP=has_cap,
-        num_warps=warps,
+    dims, width = _head_tiles(DQK, DV)
+    bm, bn, warps, stages = blocks.forward(width)
+    win, qk_scale, cap = _scalars(window, softcap, scale)
+    strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3])
+    _attn_fwd[(triton.cdiv(T, bm), B * HQ)](
+        q, k, v, o, lse, *strides, T, HQ, group, win, qk_scale, cap, **dims, BM=bm, BN=bn,
+        CAUSAL=causal, WINDOW=window is not None, SOFTCAP=softcap is not None, num_warps=warps,
         num_stages=stages,
-    )
+    )  # fmt: skip
     return o, lse
 
 
@@ -396,35 +148,31 @@ def _attn_backward(
     softcap: float | None,
     scale: float,
     blocks: AttentionBlocks,
+    which: str = "dq,dkdv",
 ) -> tuple[Tensor, Tensor, Tensor]:
+    """``which`` lets tune.py time one kernel alone; the autograd path always runs both."""
     B, T, HQ, HKV, DQK, DV, group = _dims(q, k, v)
     do = do.contiguous() if do.stride() != o.stride() else do
-    # delta_i = sum_d dO_id O_id, the softmax-backward row term (FlashAttention-2, Alg. 2 line 4).
-    delta = (do.float() * o.float()).sum(-1).transpose(1, 2).contiguous()  # (B, Hq, T)
+    dims, width = _head_tiles(DQK, DV)
+    delta = torch.empty_like(lse)  # (B, Hq, T) float32
+    _attn_bwd_delta[(triton.cdiv(T, 64), B * HQ)](
+        o, do, delta, *o.stride()[:3], T, HQ, DV=DV, BM=64, BDV=dims["BDV"], num_warps=4
+    )
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    bdqk, bdv = _pow2(DQK), _pow2(DV)
-    bm, bn, warps, stages = blocks.resolve(bdqk, bdv, backward=True)
-    win, cap, has_win, has_cap = _flags(window, softcap)
-    common = dict(
-        DQK=DQK,
-        DV=DV,
-        BM=bm,
-        BN=bn,
-        BDQK=bdqk,
-        BDV=bdv,
-        CAUSAL=causal,
-        WINDOW=has_win,
-        SOFTCAP=has_cap,
-        num_warps=warps,
-        num_stages=stages,
-    )
+    (bm1, bn1, w1, s1), (bm2, bn2, w2, s2) = blocks.backward(width)
+    win, qk_scale, cap = _scalars(window, softcap, scale)
+    flags = dict(**dims, CAUSAL=causal, WINDOW=window is not None, SOFTCAP=softcap is not None)
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3])
-    _attn_bwd_dkdv[(triton.cdiv(T, bn), B * HKV)](
-        q, k, v, do, dk, dv, lse, delta, *strides, T, HQ, HKV, group, win, scale, cap, **common
-    )
-    _attn_bwd_dq[(triton.cdiv(T, bm), B * HQ)](
-        q, k, v, do, dq, lse, delta, *strides, T, HQ, group, win, scale, cap, **common
-    )
+    if "dkdv" in which:
+        _attn_bwd_dkdv[(triton.cdiv(T, bn1), B * HKV)](
+            q, k, v, do, dk, dv, lse, delta, *strides, T, HQ, HKV, group, win, scale, qk_scale, cap,
+            **flags, BM=bm1, BN=bn1, num_warps=w1, num_stages=s1,
+        )  # fmt: skip
+    if "dq" in which.split(","):
+        _attn_bwd_dq[(triton.cdiv(T, bm2), B * HQ)](
+            q, k, v, do, dq, lse, delta, *strides, T, HQ, group, win, scale, qk_scale, cap,
+            **flags, BM=bm2, BN=bn2, num_warps=w2, num_stages=s2,
+        )  # fmt: skip
     return dq, dk, dv
 
 

@@ -26,10 +26,17 @@ __all__ = ["MoEBlocks", "moe_permute", "grouped_swiglu", "grouped_matmul", "moe_
 
 
 class MoEBlocks:
-    """Tile sizes (rows, cols, reduction) for both grouped kernels; tests pass large tiles."""
+    """Tile sizes (rows, cols, reduction) and launch settings for both grouped kernels; ``None`` fields
+    take ``DEFAULT`` (picked by the sweep in tune.py on an H200). Tests pass large tiles."""
 
-    def __init__(self, bm: int = 128, bn: int = 64, bk: int = 64, num_warps: int = 8, num_stages: int = 3):
-        self.bm, self.bn, self.bk, self.num_warps, self.num_stages = bm, bn, bk, num_warps, num_stages
+    DEFAULT = (128, 128, 32, 8, 4)  # (bm, bn, bk, num_warps, num_stages)
+
+    def __init__(self, bm: int | None = None, bn: int | None = None, bk: int | None = None,
+                 num_warps: int | None = None, num_stages: int | None = None) -> None:  # fmt: skip
+        given = (bm, bn, bk, num_warps, num_stages)
+        self.bm, self.bn, self.bk, self.num_warps, self.num_stages = (
+            g or d for g, d in zip(given, self.DEFAULT, strict=True)
+        )
 
 
 # fmt: off

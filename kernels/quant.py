@@ -9,6 +9,9 @@
   dequantizes each (BN, BK) tile in registers, so only packed bytes cross memory: at decode sizes
   (M <= 16) the GEMM is bandwidth-bound and reads 4x fewer bytes than bf16.
 
+Decode sizes split K across programs (float32 partials, summed by a second small launch) so that
+enough programs stream the weight, and M == 1 runs as a matrix-vector product on the vector units.
+
 Weights use nn.Linear's (N, K) = (out, in) layout; ``x @ W.T`` is the product computed.
 """
 
@@ -25,61 +28,138 @@ __all__ = ["quantize_int8", "dequantize_int8", "int8_matmul", "int8_matmul_ref",
 
 # fmt: off
 @triton.jit
-def _int8_mm(X, Q, S, O, M, N, K, s_xm, s_xk, s_qn, s_qk, s_om, s_on,
-             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    rm = pid_m * BM + tl.arange(0, BM)
-    rn = pid_n * BN + tl.arange(0, BN)
-    rk = tl.arange(0, BK)
-    acc = tl.zeros([BM, BN], dtype=tl.float32)
-    for k0 in range(0, K, BK):
-        km = k0 + rk < K
-        x = tl.load(X + rm[:, None] * s_xm + (k0 + rk)[None, :] * s_xk, mask=(rm[:, None] < M) & km[None, :],
-                    other=0.0)  # (BM, BK)
-        q = tl.load(Q + rn[:, None] * s_qn + (k0 + rk)[None, :] * s_qk, mask=(rn[:, None] < N) & km[None, :],
-                    other=0)  # (BN, BK) int8, exact in fp16/bf16
-        acc += tl.dot(x, tl.trans(q.to(x.dtype)))
-    s = tl.load(S + rn, mask=rn < N, other=0.0).to(tl.float32)
-    tl.store(O + rm[:, None] * s_om + rn[None, :] * s_on, (acc * s[None, :]).to(O.dtype.element_ty),
-             mask=(rm[:, None] < M) & (rn[None, :] < N))
+def _k_range(K, BK: tl.constexpr):
+    """This program's K range [k_lo, k_hi): split-K hands each program (axis 1) a run of BK tiles."""
+    pid_k = tl.program_id(1)
+    per = tl.cdiv(tl.cdiv(K, BK), tl.num_programs(1)) * BK
+    k_lo = pid_k * per
+    return k_lo, tl.minimum(K, k_lo + per)
 
 
 @triton.jit
-def _int4_mm(X, P, S, Z, O, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn, s_sg, s_om, s_on,
-             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """BK divides the group size, so one (scale, zero) per row covers a whole K tile."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+def _store_out(O, W, acc, rm, rn, M, N, s_om, s_on, SPLIT: tl.constexpr):
+    """Final tile to O, or (split-K) a float32 partial to W (S, M, N), summed by _sum_splits."""
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    if SPLIT:
+        tl.store(W + tl.program_id(1) * M * N + rm[:, None] * N + rn[None, :], acc, mask=mask)
+    else:
+        tl.store(O + rm[:, None] * s_om + rn[None, :] * s_on, acc.to(O.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _sum_splits(W, O, MN, N, S, s_om, s_on, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(0, S):
+        acc += tl.load(W + i * MN + offs, mask=offs < MN, other=0.0)
+    tl.store(O + (offs // N) * s_om + (offs % N) * s_on, acc.to(O.dtype.element_ty), mask=offs < MN)
+
+
+@triton.jit
+def _int8_mm(X, Q, S, O, W, M, N, K, s_xm, s_xk, s_qn, s_qk, s_om, s_on,
+             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr):
+    """Grid (N tiles, K splits, M tiles). GEMV (M == 1): multiply-add on the vector units, no MMA."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(2)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    rk = tl.arange(0, BK)
+    k_lo, k_hi = _k_range(K, BK)
+    if GEMV:
+        accv = tl.zeros([BN], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BK):
+        km = k0 + rk < k_hi
+        q = tl.load(Q + rn[:, None] * s_qn + (k0 + rk)[None, :] * s_qk, mask=(rn[:, None] < N) & km[None, :],
+                    other=0)  # (BN, BK) int8, exact in fp16/bf16
+        if GEMV:
+            x = tl.load(X + (k0 + rk) * s_xk, mask=km, other=0.0).to(tl.float32)  # (BK,)
+            accv += tl.sum(q.to(tl.float32) * x[None, :], 1)
+        else:
+            x = tl.load(X + rm[:, None] * s_xm + (k0 + rk)[None, :] * s_xk,
+                        mask=(rm[:, None] < M) & km[None, :], other=0.0)  # (BM, BK)
+            acc = tl.dot(x, tl.trans(q.to(x.dtype)), acc)
+    if GEMV:
+        acc = tl.zeros([BM, BN], dtype=tl.float32) + accv[None, :]
+    s = tl.load(S + rn, mask=rn < N, other=0.0).to(tl.float32)
+    _store_out(O, W, acc * s[None, :], rm, rn, M, N, s_om, s_on, SPLIT)
+
+
+@triton.jit
+def _int4_mm(X, P, S, Z, O, W, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn, s_sg, s_om, s_on,
+             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr):
+    """BK divides the group size, so one (scale, zero) per row covers a whole K tile. Grid as _int8_mm.
+    GEMV factors the zero point out of the tile's sum: sum_k (q - z) s x = s (sum_k q x - z sum_k x)."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(2)
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
     rj = tl.arange(0, BK // 2)  # byte index within the tile: holds k = 2j (low) and 2j + 1 (high)
     mmask = rm[:, None] < M
     nmask = rn < N
-    acc = tl.zeros([BM, BN], dtype=tl.float32)
-    for k0 in range(0, K, BK):
+    k_lo, k_hi = _k_range(K, BK)
+    if GEMV:
+        accv = tl.zeros([BN], dtype=tl.float32)
+    else:
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BK):
         b = tl.load(P + rn[:, None] * s_pn + (k0 // 2 + rj)[None, :] * s_pk, mask=nmask[:, None],
-                    other=0).to(tl.int32)  # (BN, BK/2)
+                    other=0)  # (BN, BK/2) uint8
         g = k0 // group
         s = tl.load(S + rn * s_sn + g * s_sg, mask=nmask, other=0.0).to(tl.float32)  # (BN,)
         z = tl.load(Z + rn * s_sn + g * s_sg, mask=nmask, other=0.0).to(tl.float32)
-        x_even = tl.load(X + rm[:, None] * s_xm + (k0 + 2 * rj)[None, :] * s_xk, mask=mmask, other=0.0)
-        x_odd = tl.load(X + rm[:, None] * s_xm + (k0 + 2 * rj + 1)[None, :] * s_xk, mask=mmask, other=0.0)
-        w_lo = (((b & 15).to(tl.float32) - z[:, None]) * s[:, None]).to(x_even.dtype)  # (BN, BK/2)
-        w_hi = (((b >> 4).to(tl.float32) - z[:, None]) * s[:, None]).to(x_even.dtype)
-        acc += tl.dot(x_even, tl.trans(w_lo))
-        acc += tl.dot(x_odd, tl.trans(w_hi))
-    tl.store(O + rm[:, None] * s_om + rn[None, :] * s_on, acc.to(O.dtype.element_ty),
-             mask=mmask & nmask[None, :])
+        lo = (b & 15).to(tl.float32)
+        hi = (b >> 4).to(tl.float32)
+        if GEMV:
+            xe = tl.load(X + (k0 + 2 * rj) * s_xk).to(tl.float32)  # (BK/2,)
+            xo = tl.load(X + (k0 + 2 * rj + 1) * s_xk).to(tl.float32)
+            qx = tl.sum(lo * xe[None, :] + hi * xo[None, :], 1)  # (BN,)
+            accv += s * (qx - z * tl.sum(xe + xo, 0))
+        else:
+            x_even = tl.load(X + rm[:, None] * s_xm + (k0 + 2 * rj)[None, :] * s_xk, mask=mmask, other=0.0)
+            x_odd = tl.load(X + rm[:, None] * s_xm + (k0 + 2 * rj + 1)[None, :] * s_xk, mask=mmask, other=0.0)
+            w_lo = ((lo - z[:, None]) * s[:, None]).to(x_even.dtype)  # (BN, BK/2)
+            w_hi = ((hi - z[:, None]) * s[:, None]).to(x_even.dtype)
+            acc = tl.dot(x_even, tl.trans(w_lo), acc)
+            acc = tl.dot(x_odd, tl.trans(w_hi), acc)
+    if GEMV:
+        acc = tl.zeros([BM, BN], dtype=tl.float32) + accv[None, :]
+    _store_out(O, W, acc, rm, rn, M, N, s_om, s_on, SPLIT)
 # fmt: on
 
 
-def _tiles(M: int, bm: int | None, bn: int | None) -> tuple[int, int, int]:
-    # Decode (M <= 16): one 16-row tile, narrow column tiles so enough programs stream the weight;
-    # prefill: square-ish tiles.
+# Decode launch table (M <= 16): (BN, programs along K, warps), from the sweep in tune.py on an H200
+# (bench/results/h200_kernels_run2_tune.txt).
+# Split-K keeps every multiprocessor streaming weight bytes when N / BN alone gives too few programs.
+DECODE = {
+    "int4_gemv": (128, 16, 8), "int4_mma": (128, 16, 8), "int8_gemv": (64, 8, 4), "int8_mma": (64, 8, 4),
+}  # fmt: skip
+
+
+def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,
+           warps: int | None) -> tuple[int, int, int, int, bool]:  # fmt: skip
+    """(BM, BN, split, num_warps, gemv). Decode (M <= 16) streams the weight; prefill: square tiles."""
     if M <= 16:
-        return bm or 16, bn or 32, 4
-    return bm or 64, bn or 64, 4
+        gemv = M == 1
+        bn_, split, w = DECODE[f"{kind}_{'gemv' if gemv else 'mma'}"]
+        split = max(1, min(split_k or split, triton.cdiv(K, bk)))
+        return (1 if gemv else bm or 16), bn or bn_, split, warps or w, gemv
+    return bm or 64, bn or 64, max(1, min(split_k or 1, triton.cdiv(K, bk))), warps or 4, False
+
+
+def _launch(kernel, x: Tensor, pre: tuple, post: tuple, N: int, bk: int, tiles: tuple) -> Tensor:  # noqa: ANN001
+    """kernel(x, *pre, out, workspace, *post, *out.stride()), then the split-K sum if any."""
+    bm, bn, split, warps, gemv = tiles
+    M = x.shape[0]
+    out = torch.empty(M, N, device=x.device, dtype=x.dtype)
+    ws = torch.empty(split, M, N, device=x.device, dtype=torch.float32) if split > 1 else out
+    grid = (triton.cdiv(N, bn), split, triton.cdiv(M, bm))
+    kernel[grid](x, *pre, out, ws, *post, *out.stride(), BM=bm, BN=bn, BK=bk, GEMV=gemv, SPLIT=split > 1,
+                 num_warps=warps)  # fmt: skip
+    if split > 1:
+        _sum_splits[(triton.cdiv(M * N, 1024),)](ws, out, M * N, N, split, *out.stride(), BLOCK=1024)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- int8
@@ -99,18 +179,15 @@ def dequantize_int8(q: Tensor, scale: Tensor, dtype: torch.dtype | None = None) 
 
 
 def int8_matmul(x: Tensor, q: Tensor, scale: Tensor, *, bm: int | None = None, bn: int | None = None,
-                bk: int = 64) -> Tensor:  # fmt: skip
+                bk: int = 64, split_k: int | None = None,
+                num_warps: int | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(q (N, K), scale (N,)).T -> (M, N) in x's dtype."""
     M, K = x.shape
     N = q.shape[0]
     if q.shape[1] != K or scale.shape != (N,):
         raise ValueError(f"int8_matmul: x {tuple(x.shape)}, q {tuple(q.shape)}, scale {tuple(scale.shape)}")
-    bm_, bn_, warps = _tiles(M, bm, bn)
-    out = torch.empty(M, N, device=x.device, dtype=x.dtype)
-    grid = (triton.cdiv(M, bm_), triton.cdiv(N, bn_))
-    _int8_mm[grid](x, q, scale, out, M, N, K, *x.stride(), *q.stride(), *out.stride(), BM=bm_, BN=bn_, BK=bk,
-                   num_warps=warps)  # fmt: skip
-    return out
+    tiles = _tiles("int8", M, K, bk, bm, bn, split_k, num_warps)
+    return _launch(_int8_mm, x, (q, scale), (M, N, K, *x.stride(), *q.stride()), N, bk, tiles)
 
 
 def int8_matmul_ref(x: Tensor, q: Tensor, scale: Tensor) -> Tensor:
@@ -157,7 +234,8 @@ def dequantize_int4(packed: Tensor, scales: Tensor, zeros: Tensor, group: int,
 
 
 def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int, *,
-                bm: int | None = None, bn: int | None = None, bk: int | None = None) -> Tensor:  # fmt: skip
+                bm: int | None = None, bn: int | None = None, bk: int | None = None,
+                split_k: int | None = None, num_warps: int | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype."""
     M, K = x.shape
     N = packed.shape[0]
@@ -167,13 +245,10 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     bk = bk or min(group, 128)
     if group % bk or bk < 32:
         raise ValueError(f"int4_matmul: bk={bk} must divide group={group} and be >= 32")
-    bm_, bn_, warps = _tiles(M, bm, bn)
     scales, zeros = scales.contiguous(), zeros.contiguous()  # the kernel indexes both with one stride pair
-    out = torch.empty(M, N, device=x.device, dtype=x.dtype)
-    grid = (triton.cdiv(M, bm_), triton.cdiv(N, bn_))
-    _int4_mm[grid](x, packed, scales, zeros, out, M, N, K, group, *x.stride(), *packed.stride(),
-                   *scales.stride(), *out.stride(), BM=bm_, BN=bn_, BK=bk, num_warps=warps)  # fmt: skip
-    return out
+    tiles = _tiles("int4", M, K, bk, bm, bn, split_k, num_warps)
+    pre, post = (packed, scales, zeros), (M, N, K, group, *x.stride(), *packed.stride(), *scales.stride())
+    return _launch(_int4_mm, x, pre, post, N, bk, tiles)
 
 
 def int4_matmul_ref(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int) -> Tensor:

@@ -83,6 +83,15 @@ def test_int8_matmul_interpreter(M: int, dtype: torch.dtype) -> None:
     _int8_case(M, 40, 72, dtype, "cpu", bm=16, bn=32, bk=64)  # K=72: a partial reduction tile
 
 
+@pytest.mark.parametrize("M", [1, 5])
+def test_quant_matmul_split_k_interpreter(M: int) -> None:
+    need_interpreter()
+    # Split-K with uneven shares (8 int4 tiles over 3 programs; K=72 int8 over 2) and the float32
+    # partial sum; M=1 takes the vector (GEMV) path, M=5 the matrix-unit path.
+    _int4_case(M, 40, 256, 64, torch.float16, "cpu", bn=32, bk=32, split_k=3)
+    _int8_case(M, 40, 72, torch.float16, "cpu", bn=32, bk=32, split_k=3)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("M", [1, 16, 300])
 @pytest.mark.parametrize("group", [32, 128])
