@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pretrainctl.train:hydra_task", "train a model; leaves a run directory"),
     "eval": ("pretrainctl.evaluate.run_eval:hydra_task", "validation loss and bits per byte of a checkpoint"),
     "generate": ("pretrainctl.evaluate.generate:hydra_task", "sample text from a checkpoint"),
+    # `pretrainctl scaling <verb>` runs command scaling_<verb> (primary config conf/scaling_<verb>.yaml)
+    "scaling_plan": ("pretrainctl.scaling.plan_cmd:hydra_task", "candidate model sizes for a FLOP budget"),
+    "scaling_sweep": ("pretrainctl.scaling.sweep_cmd:hydra_task", "IsoFLOP grid of train runs"),
+    "scaling_fit": ("pretrainctl.scaling.fit_cmd:hydra_task", "fit scaling laws to finished runs"),
 }
 
 
@@ -114,7 +118,7 @@ def print_help() -> None:
     print("usage: pretrainctl <command> [group=option ...] [key=value ...] [--multirun] [hydra flags]\n")
     print("commands:")
     for name, (_, text) in COMMANDS.items():
-        print(f"  {name:<10} {text}")
+        print(f"  {name.replace('_', ' '):<14} {text}")
     print("\nconfig groups (pretrainctl train <group>=<option>; `+group=option` works too):")
     for group in GROUPS:
         print(f"  {group:<11} {', '.join(options(group))}")
@@ -130,10 +134,15 @@ def print_help() -> None:
     )
 
 
-def _command_from_completion(args: list[str]) -> str | None:
-    """Shell completion calls ``pretrainctl -sc query=bash`` with the typed line in COMP_LINE."""
-    words = os.environ.get("COMP_LINE", "").split()
-    return words[1] if len(words) > 1 and words[1] in COMMANDS else None
+def _command_from_completion() -> str | None:
+    """Shell completion calls ``pretrainctl -sc query=bash`` with the typed line in COMP_LINE; Hydra
+    completes overrides, so the command word is taken out of the line it sees."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if len(words) < 2 or words[1] not in COMMANDS or (len(words) == 2 and not line.endswith(" ")):
+        return None
+    os.environ["COMP_LINE"] = line.replace(f" {words[1]}", "", 1)
+    return words[1]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,10 +152,15 @@ def main(argv: list[str] | None = None) -> None:
         # Lightning's DDP launcher re-runs sys.argv (which Hydra needs without the command) per rank.
         args = [relaunched, *args]
     if args and args[0] in ("-sc", "--shell-completion"):
-        command = _command_from_completion(args) or "train"
+        command = _command_from_completion() or "train"
     elif not args or args[0] in ("-h", "--help", "help"):
         print_help()
         return
+    elif args[0] == "scaling":  # `pretrainctl scaling plan ...` is the command scaling_plan
+        verbs = [c.removeprefix("scaling_") for c in COMMANDS if c.startswith("scaling_")]
+        if len(args) < 2 or f"scaling_{args[1]}" not in COMMANDS:
+            fail(f"`pretrainctl scaling` needs a verb; choose one of: {', '.join(verbs)}.")
+        command, args = f"scaling_{args[1]}", args[2:]
     else:
         command, args = args[0], args[1:]
     if command not in COMMANDS:

@@ -70,3 +70,16 @@ def test_bad_head_counts_are_user_errors():
         DenseTransformer(40, d_model=32, n_heads=4, n_kv_heads=3)
     with pytest.raises(UserError, match="divisible"):
         DenseTransformer(40, d_model=30, n_heads=4)
+
+
+def test_cached_sampling_equals_recomputation():
+    from pretrainctl.objective.sampling import sample_autoregressive
+
+    torch.manual_seed(0)
+    model = DenseTransformer(60, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2).eval()
+    prompt = torch.randint(0, 60, (1, 5))
+    with torch.no_grad():
+        fast = sample_autoregressive(model, prompt, 12, 0.0, None, torch.Generator(), max_context=64)
+        slow = sample_autoregressive(model, prompt, 12, 0.0, None, torch.Generator(), max_context=17)
+    assert fast.shape == slow.shape == (1, 17)  # max_context=17 is too short for the cache path
+    assert torch.equal(fast, slow)

@@ -91,3 +91,14 @@ def test_ddp_on_cpu_with_two_processes(env, tmp_path):
     assert summary["status"] == "completed" and summary["step"] == 4
     assert summary["tokens"] == 4 * 2 * 4 * 32  # two ranks, each a batch of 4 rows x 32 tokens per step
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_shell_completion_completes_groups_after_the_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "pretrainctl.cli", "-sc", "query=bash"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COMP_LINE": "pretrainctl train arch="},
+        timeout=120,
+    )
+    assert "arch=dense" in out.stdout and "arch=llama_124m" in out.stdout
