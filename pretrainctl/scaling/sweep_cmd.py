@@ -11,8 +11,9 @@ On a cluster, ``dry_run=true`` prints one ``pretrainctl train ... hydra.run.dir=
 line per grid point (a point is a zipped (d_model, n_layers, n_heads) triple, which Hydra's basic sweeper
 cannot express as a product of axes); submit them as a job array, or per size run
 ``pretrainctl train --multirun hydra/launcher=submitit_slurm scaling=flops scaling.flops=C1,C2,C3 <shape>``
-(the budgets are a plain axis) to send each point to SLURM, then tag the runs by writing ``scaling.json`` yourself, or fit without tags: ``scaling fit``
-groups runs whose train_flops agree within 5% into one IsoFLOP budget.
+(the budgets are a plain axis) to send each point to SLURM. Runs made that way carry no scaling.json:
+write {"budget": C} into each yourself, or fit them untagged (``scaling fit`` then groups runs whose
+train_flops agree within 5% into one IsoFLOP budget).
 """
 
 from __future__ import annotations
