@@ -71,6 +71,7 @@ class Decoder(LanguageModel):
         tie_embeddings: bool,
         norm_eps: float,
         init_std: float,
+        backend: str = "torch",
     ) -> None:
         super().__init__()
         self.vocab_size, self.d_model, self.n_layers = vocab_size, d_model, n_layers
@@ -81,6 +82,19 @@ class Decoder(LanguageModel):
         self.norm = RMSNorm(d_model, norm_eps)
         self.head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
         self._init(init_std)
+        self.set_backend(backend)
+
+    def set_backend(self, backend: str) -> None:
+        """Route every attention and MoE front-end through ``backend`` ("torch" or "triton");
+        parameters are untouched, so checkpoints move freely between backends."""
+        from pretrainctl.arch.backends import attention_fn, moe_fn
+
+        self.backend = backend
+        for module in self.modules():
+            if hasattr(module, "attend_fn"):
+                module.attend_fn = attention_fn(backend)
+            if hasattr(module, "moe_fn"):
+                module.moe_fn = moe_fn(backend, module.torch_moe_fn)
 
     def _init(self, std: float) -> None:
         for name, p in self.named_parameters():

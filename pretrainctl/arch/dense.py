@@ -11,6 +11,7 @@ third; Gemma 2 alternates, global_every=2). ``global_every=null`` makes every la
 
 from __future__ import annotations
 
+from pretrainctl.arch.backends import check_backend
 from pretrainctl.arch.decoder import Block, Decoder
 from pretrainctl.arch.layers import Attention, SwiGLU, swiglu_hidden
 from pretrainctl.errors import UserError
@@ -40,11 +41,6 @@ def check_attention(
         raise UserError(f"arch.global_every={global_every} must be at least 1 (or null: all local).")
 
 
-def check_backend(backend: str) -> None:
-    if backend != "torch":
-        raise UserError(f"arch.backend={backend!r} is not available yet; the choices are: torch.")
-
-
 class DenseTransformer(Decoder):
     """Args:
     vocab_size: set by build.py from the tokenizer.
@@ -55,7 +51,7 @@ class DenseTransformer(Decoder):
     qk_norm: RMSNorm on each query and key head (OLMo 2).
     softcap: tanh cap on attention logits (None = off).
     window, global_every: sliding-window size and local-global interleaving (module docstring).
-    backend: "torch" (the Triton backend arrives with the kernels package).
+    backend: "torch" or "triton" (pretrainctl_kernels; falls back to torch where Triton cannot run).
     """
 
     def __init__(
@@ -88,4 +84,6 @@ class DenseTransformer(Decoder):
             )  # fmt: skip
             return Block(d_model, attn, SwiGLU(d_model, hidden), norm_eps)
 
-        super().__init__(vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std)
+        super().__init__(
+            vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std, backend
+        )

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from pretrainctl.arch.backends import check_backend
 from pretrainctl.arch.decoder import Block, Decoder
-from pretrainctl.arch.dense import check_attention, check_backend, layer_window
+from pretrainctl.arch.dense import check_attention, layer_window
 from pretrainctl.arch.layers import Attention, RMSNorm, SwiGLU, swiglu_hidden
 from pretrainctl.arch.ssm import Mamba2
 from pretrainctl.errors import UserError
@@ -119,5 +120,7 @@ class HybridTransformer(Decoder):
             }[kinds[i]]()
             return Block(d_model, mixer, SwiGLU(d_model, hidden), norm_eps)
 
-        super().__init__(vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std)
+        super().__init__(
+            vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std, backend
+        )
         self.layer_kinds = kinds

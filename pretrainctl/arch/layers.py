@@ -155,6 +155,7 @@ class Attention(nn.Module):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
+        self.attend_fn = attend  # swapped by Decoder.set_backend
         if dim % n_heads:
             raise ValueError(f"d_model={dim} is not divisible by n_heads={n_heads}")
         if n_heads % n_kv_heads:
@@ -185,7 +186,7 @@ class Attention(nn.Module):
         if cache is not None:
             cache.k[:, pos : pos + T], cache.v[:, pos : pos + T] = k, v
             k, v = cache.k[:, : pos + T], cache.v[:, : pos + T]  # (B, S, K, E)
-        out = attend(q, k, v, causal=causal, window=self.window, softcap=self.softcap)
+        out = self.attend_fn(q, k, v, causal=causal, window=self.window, softcap=self.softcap)
         return self.o(out.reshape(B, T, -1))
 
     def init_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> KVCache:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pretrainctl.arch.backends import check_backend
 from pretrainctl.arch.decoder import Block, Decoder
-from pretrainctl.arch.dense import check_backend
 from pretrainctl.arch.layers import RMSNorm, Rotary, SwiGLU, attend, swiglu_hidden
 from pretrainctl.errors import UserError
 
@@ -52,6 +52,7 @@ class MultiHeadLatentAttention(nn.Module):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
+        self.attend_fn = attend  # swapped by Decoder.set_backend
         sizes = {"kv_lora_rank": kv_lora_rank, "qk_nope_head_dim": qk_nope_head_dim, "v_head_dim": v_head_dim}
         for name, value in sizes.items():
             if value < 1:
@@ -108,7 +109,7 @@ class MultiHeadLatentAttention(nn.Module):
         k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)  # (B, T, H, En), (B, T, H, Ev)
         q = torch.cat([q_nope, q_rope], dim=-1)  # (B, T, H, En + Er)
         k = torch.cat([k_nope, k_rope.unsqueeze(2).expand(B, T, self.n_heads, self.rope)], dim=-1)
-        out = attend(q, k, v, causal=causal, scale=self.scale)  # (B, T, H, Ev)
+        out = self.attend_fn(q, k, v, causal=causal, scale=self.scale)  # (B, T, H, Ev)
         return self.o(out.reshape(B, T, -1))
 
     def forward_absorbed(
@@ -179,4 +180,6 @@ class MLATransformer(Decoder):
             )  # fmt: skip
             return Block(d_model, attn, SwiGLU(d_model, hidden), norm_eps)
 
-        super().__init__(vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std)
+        super().__init__(
+            vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std, backend
+        )

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pretrainctl.arch.backends import check_backend
 from pretrainctl.arch.decoder import Block, Decoder
-from pretrainctl.arch.dense import check_attention, check_backend, layer_window
+from pretrainctl.arch.dense import check_attention, layer_window
 from pretrainctl.arch.layers import Attention, SwiGLU, swiglu_hidden
 from pretrainctl.errors import UserError
 
@@ -138,6 +139,7 @@ class MoE(nn.Module):
         bias_update_speed: float = 0.001,
     ) -> None:
         super().__init__()
+        self.moe_fn = self.torch_moe_fn = moe_ffn  # moe_fn is swapped by Decoder.set_backend
         if not 1 <= top_k <= n_experts:
             raise UserError(f"arch.top_k={top_k} must be between 1 and arch.n_experts={n_experts}.")
         if score_func not in SCORE_FUNCS:
@@ -214,7 +216,7 @@ class MoE(nn.Module):
         x = x.reshape(-1, shape[-1])  # (N, D)
         idx, weight, scores = self.route(x)
         keep = self._capacity_keep(idx)
-        out = moe_ffn(x, idx, weight, self.w_gate, self.w_up, self.w_down, keep=keep)
+        out = self.moe_fn(x, idx, weight, self.w_gate, self.w_up, self.w_down, keep=keep)
         if self.shared is not None:
             out = out + self.shared(x)
         if self.training:
@@ -334,4 +336,6 @@ class MoETransformer(Decoder):
             )  # fmt: skip
             return Block(d_model, mixer, ffn, norm_eps)
 
-        super().__init__(vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std)
+        super().__init__(
+            vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std, backend
+        )
