@@ -90,7 +90,7 @@ def grid(cfg: DictConfig) -> list[tuple[float, SizeFacts]]:
         for s in chosen:
             if c / (s.flops_per_token * tokens_per_step) >= int(cfg.min_steps):
                 points.append((c, s))
-        if sum(1 for b, _ in points if b == c) < min(3, n):
+        if sum(1 for b, _ in points if b == c) < min(3, len(chosen)):
             raise UserError(
                 f"budget {c:.3g} leaves fewer than 3 model sizes with at least min_steps={cfg.min_steps} "
                 f"steps of {tokens_per_step:,} tokens; raise the budget or lower data.batch_size/seq_len."
@@ -136,7 +136,10 @@ def run_sweep(cfg: DictConfig, sweep_dir: Path, overrides: list[str]) -> list[di
         )
         from pretrainctl.train import run_train  # heavy import, only when training
 
-        run_train(compose_train(point), run.path, point)
+        summary = run_train(compose_train(point), run.path, point)
+        if summary["status"] == "interrupted":  # Ctrl-C / SIGTERM stops the sweep, not just this run
+            console.print(f"[yellow]sweep stopped at {run.path}; finished runs are kept[/yellow]")
+            break
     rows = collect([sweep_dir])
     console.print(
         sweep_table(rows, f"IsoFLOP sweep {sweep_dir} ({len(rows)} runs, {time.perf_counter() - t0:.0f} s)")
