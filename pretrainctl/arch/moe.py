@@ -75,6 +75,12 @@ def grouped_mm(
         return a.new_zeros(0, w.shape[2])
     if use_grouped:
         offs = counts.cumsum(0).to(torch.int32)
+        # _grouped_mm does not autocast: bring both operands to the autocast (or activation) dtype.
+        if torch.is_autocast_enabled(a.device.type):
+            dtype = torch.get_autocast_dtype(a.device.type)
+            a, w = a.to(dtype), w.to(dtype)
+        elif w.dtype != a.dtype:
+            w = w.to(a.dtype)
         return _ContiguousGrad.apply(torch._grouped_mm(a.contiguous(), w, offs=offs))
     sizes = counts.tolist()  # one host sync; the loop visits only experts that received rows
     segments = a.split(sizes)
@@ -108,7 +114,7 @@ def moe_ffn(
     h = F.silu(grouped_mm(xs, w_gate, counts, use_grouped)) * grouped_mm(xs, w_up, counts, use_grouped)
     y = grouped_mm(h, w_down, counts, use_grouped)  # (M, D)
     y = y * expert_weight.flatten()[order, None].to(y.dtype)
-    return torch.zeros_like(x).index_add(0, tok, y)  # (N, D)
+    return torch.zeros_like(x).index_add(0, tok, y.to(x.dtype))  # (N, D); y is bf16 under autocast
 
 
 def _softmax_scores(logits: torch.Tensor) -> torch.Tensor:
