@@ -104,6 +104,12 @@ def fit_chinchilla(points: list[RunPoint], cfg: DictConfig, k: float) -> tuple[A
             )  # fmt: skip
         except ValueError as exc:
             notes.append(f"Approach 2 skipped: {exc}")
+        for m in fit2.minima if fit2 else []:
+            if not m.vertex_in_range:
+                notes.append(
+                    f"Approach 2: the minimum at budget {m.flops:.3g} (N = {m.n_opt:.3g}) lies outside the "
+                    "sampled sizes, so it is extrapolated; sample sizes on both sides of it."
+                )
     else:
         notes.append("Approach 2 needs >= 2 IsoFLOP budgets (scaling.json) with >= 3 sizes each; skipped.")
     return fit2, fit3, notes
