@@ -164,7 +164,7 @@ def test_tiny_sweep_tags_runs_with_budgets(tmp_path, cache_dir):
     from pretrainctl.scaling.sweep_cmd import run_sweep
 
     user = [*TINY, f"cache_dir={cache_dir}", "trainer.val_check_interval=1000", "trainer.limit_val_batches=2"]
-    sweep_keys = ["budgets=[2e9,4e9]", "widths=[32,64,96]", "width_multiple=32", "head_dim=32", "aspect=32"]
+    sweep_keys = ["budgets=[2e9,4e9]", "widths=[16,32,48]", "width_multiple=16", "head_dim=16", "aspect=32"]
     user = [o for o in user if not o.startswith("arch.")]
     cfg = compose_config("scaling_sweep", [*user, *sweep_keys])
     rows = run_sweep(cfg, tmp_path / "sweep", [*user, *sweep_keys])
