@@ -139,10 +139,12 @@ def _command_from_completion() -> str | None:
     completes overrides, so the command word is taken out of the line it sees."""
     line = os.environ.get("COMP_LINE", "")
     words = line.split()
-    if len(words) < 2 or words[1] not in COMMANDS or (len(words) == 2 and not line.endswith(" ")):
+    n = 2 if len(words) > 2 and words[1] == "scaling" else 1  # `scaling plan` is one command
+    command = "_".join(words[1 : 1 + n])
+    if len(words) < 1 + n or command not in COMMANDS or (len(words) == 1 + n and not line.endswith(" ")):
         return None
-    os.environ["COMP_LINE"] = line.replace(f" {words[1]}", "", 1)
-    return words[1]
+    os.environ["COMP_LINE"] = line.replace(" " + " ".join(words[1 : 1 + n]), "", 1)
+    return command
 
 
 def main(argv: list[str] | None = None) -> None:
