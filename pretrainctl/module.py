@@ -59,7 +59,9 @@ class PretrainModule(L.LightningModule):
         return total
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.model.after_optimizer_step()
+        # With gradient accumulation only every k-th batch ends in an optimizer step.
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
+            self.model.after_optimizer_step()
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

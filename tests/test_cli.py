@@ -29,7 +29,7 @@ def env(tmp_path, cache_dir):
 def test_help_lists_commands_and_groups():
     out = cli("--help")
     assert out.returncode == 0
-    for word in ("train", "eval", "generate", "scaling plan", "arch", "llama_124m", "moe_mla", "cosine", "wsd"):
+    for word in ("train", "eval", "generate", "scaling plan", "llama_124m", "moe_mla", "cosine", "wsd"):
         assert word in out.stdout
 
 

@@ -127,3 +127,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_dir):
     assert ckpt["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert not math.isnan(summary["val_bpb"])
+
+
+def test_after_optimizer_step_runs_once_per_optimizer_step(tmp_path, cache_dir):
+    """With accumulate_grad_batches=2, per-step model updates (MoE bias) follow optimizer steps."""
+    calls = []
+
+    class Count(L.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            model = pl_module.model
+            original = model.after_optimizer_step
+
+            def counted() -> None:
+                calls.append(trainer.global_step)
+                original()
+
+            model.after_optimizer_step = counted
+
+    cfg = tiny_config(["trainer.max_steps=3", "trainer.accumulate_grad_batches=2"], cache_dir)
+    run_train(cfg, tmp_path / "run", callbacks=[Count()])
+    assert calls == [1, 2, 3]

@@ -41,7 +41,8 @@ class LanguageModel(nn.Module):
         return None
 
     def after_optimizer_step(self) -> None:
-        """Called once per optimizer step (e.g. to update auxiliary-loss-free MoE routing biases)."""
+        """Called once per optimizer step, after it (e.g. to update auxiliary-loss-free MoE routing
+        biases); with gradient accumulation, not after the intermediate micro-batches."""
 
     def diagnostics(self) -> dict[str, float]:
         """Scalars to log per step (e.g. per-layer MoE load statistics); cheap, no extra forward."""
