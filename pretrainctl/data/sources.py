@@ -7,6 +7,7 @@ identifies the content so tokenized data can be cached.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import sysconfig
@@ -58,13 +59,18 @@ class StdlibSource(Source):
         self.max_files = max_files
         self.root = Path(sysconfig.get_paths()["stdlib"])
 
-    def files(self) -> list[Path]:
+    @functools.cached_property
+    def _files(self) -> list[Path]:
         files = sorted(
             p
             for p in self.root.rglob("*.py")
             if not (set(p.relative_to(self.root).parts[:-1]) & _EXCLUDED_DIRS)
         )
         return files[: self.max_files] if self.max_files else files
+
+    def files(self) -> list[Path]:
+        """The corpus files, sorted by path (walked once per source)."""
+        return self._files
 
     def _load(self) -> tuple[list[str], list[str]]:
         docs = [p.read_text(encoding="utf-8", errors="replace") for p in self.files()]

@@ -42,6 +42,9 @@ class SentencePieceTokenizer(Tokenizer):
     def load(cls, directory: Path) -> SentencePieceTokenizer:
         return cls((Path(directory) / MODEL_FILE).read_bytes())
 
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self._proto).hexdigest()[:16]
+
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)
 
