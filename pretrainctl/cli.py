@@ -26,11 +26,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pretrainctl.train:hydra_task", "train a model; leaves a run directory"),
     "eval": ("pretrainctl.evaluate.run_eval:hydra_task", "validation loss and bits per byte of a checkpoint"),
     "generate": ("pretrainctl.evaluate.generate:hydra_task", "sample text from a checkpoint"),
-    # `pretrainctl scaling <verb>` runs command scaling_<verb> (primary config conf/scaling_<verb>.yaml)
+    # `pretrainctl <noun> <verb>` runs command <noun>_<verb> (primary config conf/<noun>_<verb>.yaml)
     "scaling_plan": ("pretrainctl.scaling.plan_cmd:hydra_task", "candidate model sizes for a FLOP budget"),
     "scaling_sweep": ("pretrainctl.scaling.sweep_cmd:hydra_task", "IsoFLOP grid of train runs"),
     "scaling_fit": ("pretrainctl.scaling.fit_cmd:hydra_task", "fit scaling laws to finished runs"),
 }
+
+
+def _nouns() -> set[str]:
+    """Command words that take a verb: ``scaling`` for scaling_plan, scaling_sweep, ..."""
+    return {c.split("_", 1)[0] for c in COMMANDS if "_" in c}
 
 
 def options(group: str) -> list[str]:
@@ -139,7 +144,7 @@ def _command_from_completion() -> str | None:
     completes overrides, so the command word is taken out of the line it sees."""
     line = os.environ.get("COMP_LINE", "")
     words = line.split()
-    n = 2 if len(words) > 2 and words[1] == "scaling" else 1  # `scaling plan` is one command
+    n = 2 if len(words) > 2 and words[1] in _nouns() else 1  # `scaling plan` is one command
     command = "_".join(words[1 : 1 + n])
     if len(words) < 1 + n or command not in COMMANDS or (len(words) == 1 + n and not line.endswith(" ")):
         return None
@@ -158,11 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     elif not args or args[0] in ("-h", "--help", "help"):
         print_help()
         return
-    elif args[0] == "scaling":  # `pretrainctl scaling plan ...` is the command scaling_plan
-        verbs = [c.removeprefix("scaling_") for c in COMMANDS if c.startswith("scaling_")]
-        if len(args) < 2 or f"scaling_{args[1]}" not in COMMANDS:
-            fail(f"`pretrainctl scaling` needs a verb; choose one of: {', '.join(verbs)}.")
-        command, args = f"scaling_{args[1]}", args[2:]
+    elif args[0] in _nouns():  # `pretrainctl scaling plan ...` is the command scaling_plan
+        noun = args[0]
+        verbs = [c.removeprefix(f"{noun}_") for c in COMMANDS if c.startswith(f"{noun}_")]
+        if len(args) < 2 or f"{noun}_{args[1]}" not in COMMANDS:
+            fail(f"`pretrainctl {noun}` needs a verb; choose one of: {', '.join(verbs)}.")
+        command, args = f"{noun}_{args[1]}", args[2:]
     else:
         command, args = args[0], args[1:]
     if command not in COMMANDS:

@@ -18,7 +18,8 @@ from pretrainctl.objective.base import Objective
 class PretrainModule(L.LightningModule):
     """Args:
     model, objective: the network and what it is trained to do.
-    optimizer_builder: has ``build(model) -> Optimizer`` and ``grad_clip`` (max norm or None).
+    optimizer_builder: has ``build(module) -> Optimizer`` (over every trainable parameter of model and
+        objective) and ``grad_clip`` (max norm or None).
     schedule: ``(step, total_steps) -> LR multiplier``.
     total_steps: the plan's optimizer steps (the schedule's horizon).
     """
@@ -72,7 +73,8 @@ class PretrainModule(L.LightningModule):
         self.last_grad_norm = float(norm)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_builder.build(self.model)
+        # Over this whole module: objectives may own trainable parameters (e.g. MTP modules).
+        optimizer = self.optimizer_builder.build(self)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self.schedule(s, self.total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -78,7 +78,7 @@ def test_training_options_build_a_module(group, cache_dir):
         exp = build.build_experiment(cfg)
         assert isinstance(exp.module, PretrainModule)
         assert exp.plan.steps >= 1 and exp.plan.tokens == exp.plan.steps * exp.plan.tokens_per_step
-        optimizer = exp.module.optimizer_builder.build(exp.model)
+        optimizer = exp.module.optimizer_builder.build(exp.module)
         assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(exp.model.parameters()))
 
 

@@ -15,24 +15,30 @@ from pretrainctl.objective.sampling import sample_autoregressive
 class NextTokenObjective(Objective):
     causal = True
 
-    def _token_nll(self, model: LanguageModel, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens (B, L) -> per-target NLL in nats (B, L-1), and the targets (B, L-1)."""
+    def _token_nll(
+        self, model: LanguageModel, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> per-target NLL in nats (B, L-1), the targets (B, L-1), and which targets count (B, L-1)."""
+        tokens = batch["tokens"]
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        mask = batch.get("loss_mask")
+        keep = mask[:, 1:].bool() if mask is not None else torch.ones_like(targets, dtype=torch.bool)
         logits = model.logits(model(inputs, causal=True)).float()  # (B, T, V)
         nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        return nll.view_as(targets), targets
+        return nll.view_as(targets) * keep, targets, keep
 
     def loss(self, model: LanguageModel, batch: dict[str, torch.Tensor]) -> LossOutput:
-        nll, targets = self._token_nll(model, batch["tokens"])
-        return LossOutput(loss=nll.mean(), n_targets=targets.numel())
+        nll, _, keep = self._token_nll(model, batch)
+        n = int(keep.sum())
+        return LossOutput(loss=nll.sum() / max(n, 1), n_targets=n)
 
     @torch.no_grad()
     def nll(self, model: LanguageModel, batch: dict[str, torch.Tensor]) -> NLLOutput:
-        nll, targets = self._token_nll(model, batch["tokens"])
+        nll, targets, keep = self._token_nll(model, batch)
         return NLLOutput(
             bits=nll.sum() / math.log(2),
-            bytes=self.token_bytes[targets].sum(),
-            tokens=torch.tensor(targets.numel()),
+            bytes=(self.token_bytes[targets] * keep).sum(),
+            tokens=keep.sum(),
         )
 
     @torch.no_grad()

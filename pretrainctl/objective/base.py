@@ -4,6 +4,10 @@
 log-likelihood of the batch's text in bits (exact for autoregressive models, an upper bound for
 diffusion) together with the UTF-8 bytes it covers, so every objective reports validation bits per
 byte: total bits / total bytes, comparable across tokenizers and objectives.
+
+A batch is a dict: ``tokens`` (B, L) int64 always; optionally ``loss_mask`` (B, L) bool, True where a
+token may be a prediction target (False e.g. on metadata-conditioning prefixes, MeCo). Objectives
+score only target positions whose mask is True, in the loss and in ``nll``.
 """
 
 from __future__ import annotations
