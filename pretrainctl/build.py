@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pretrainctl.arch.base import LanguageModel
@@ -69,7 +69,16 @@ def build_model(cfg: DictConfig, tokenizer: Tokenizer) -> LanguageModel:
 
 
 def build_objective(cfg: DictConfig, tokenizer: Tokenizer) -> Objective:
-    return _make(cfg.objective, "objective", token_bytes=tokenizer.token_bytes())
+    extra = {}
+    objective_cls = get_class(cfg.objective._target_)
+    if objective_cls.uses_mask_token:  # masked diffusion, MLM
+        if tokenizer.mask_id is None:
+            raise UserError(
+                f"objective {objective_cls.__name__} masks tokens, but this tokenizer has no MASK token; "
+                "use tokenizer=bpe, unigram or bytes, which define one."
+            )
+        extra["mask_id"] = tokenizer.mask_id
+    return _make(cfg.objective, "objective", token_bytes=tokenizer.token_bytes(), **extra)
 
 
 def build_plan(cfg: DictConfig, model: LanguageModel) -> Plan:

@@ -39,6 +39,10 @@ class Objective(nn.Module):
 
     causal: bool = True
     has_bpb: bool = True
+    # Why ``nll`` is not a likelihood of the text when ``has_bpb`` is False (written to summary.json).
+    bpb_note: str | None = None
+    # True: the constructor takes ``mask_id`` (the tokenizer's MASK token), passed by build.py.
+    uses_mask_token: bool = False
 
     def __init__(self, token_bytes: torch.Tensor) -> None:
         super().__init__()
