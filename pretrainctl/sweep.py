@@ -34,7 +34,7 @@ def sweep_table(rows: list[dict], title: str) -> Table:
             Path(row["run"]).name,
             " ".join(o for o in row["overrides"].split() if o not in common),
             row.get("status", "?"),
-            _fmt(row.get("val_bpb"), "{:.4f}"),
+            "not defined" if row.get("bpb_note") else _fmt(row.get("val_bpb"), "{:.4f}"),
             _fmt(row.get("val_loss"), "{:.4f}"),
             _fmt(row.get("tokens"), "{:,}"),
             _fmt(row.get("tokens_per_s"), "{:,.0f}"),

@@ -160,6 +160,8 @@ def run_train(
         "git_commit": git_commit(),
         "objective_has_bpb": exp.objective.has_bpb,
     }
+    if not exp.objective.has_bpb:  # say so rather than leave a bare null (or print a fake number)
+        summary["bpb_note"] = exp.objective.bpb_note or "bits per byte is not defined for this objective"
     if trainer.is_global_zero:
         write_json(run.summary, summary)
         print_summary(summary, run)
@@ -174,6 +176,9 @@ def print_summary(summary: dict, run: RunDir) -> None:
     }  # fmt: skip
     for key, pattern in fmt.items():
         value = summary.get(key)
+        if value is None and key == "val_bpb" and summary.get("bpb_note"):
+            table.add_row(key, summary["bpb_note"])
+            continue
         table.add_row(key, "n/a" if value is None else pattern.format(value))
     console.print(table)
     print(f"run directory: {run.path}")
