@@ -43,6 +43,8 @@ class Objective(nn.Module):
     bpb_note: str | None = None
     # True: the constructor takes ``mask_id`` (the tokenizer's MASK token), passed by build.py.
     uses_mask_token: bool = False
+    # The conf/generate.yaml node whose keys ``generate`` also takes (e.g. "diffusion"); None: none.
+    sampling_options: str | None = None
 
     def __init__(self, token_bytes: torch.Tensor) -> None:
         super().__init__()
