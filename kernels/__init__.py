@@ -4,6 +4,6 @@ This package stands alone: it never imports ``pretrainctl``. ``pretrainctl`` imp
 back to its torch path whenever :func:`available` says Triton cannot run here.
 """
 
-from pretrainctl_kernels.probe import Availability, available
+from pretrainctl_kernels.probe import Availability, available, fp8_available
 
-__all__ = ["Availability", "available"]
+__all__ = ["Availability", "available", "fp8_available"]

@@ -1,12 +1,13 @@
 """Kernel benchmarks against references measured in the same run.
 
-    python -m pretrainctl_kernels.bench [--smoke] [--only attention,moe,ce,quant,norms] [--out FILE]
+    python -m pretrainctl_kernels.bench [--smoke] [--only attention,moe,ce,quant,fp8,norms] [--out FILE]
 
 On a GPU, every op is timed next to its torch reference (SDPA flash / cuDNN, sort + torch._grouped_mm
-and a per-expert loop, unfused linear + cross-entropy, bf16 cuBLAS, eager torch norms), bf16, and
-reported as ms and TFLOP/s or GB/s plus our ratio to each reference. ``--smoke`` runs every path at
-tiny shapes on CPU through Triton's interpreter, to check the script without a GPU. An op that fails
-prints its error and the rest still run. Needs only torch and triton.
+and a per-expert loop, unfused linear + cross-entropy, bf16 cuBLAS and torch._scaled_mm, eager torch
+norms), bf16, and reported as ms and TFLOP/s or GB/s plus our ratio to each reference. ``--smoke``
+runs every path at tiny shapes on CPU through Triton's interpreter, to check the script without a GPU.
+An op that fails prints its error and the rest still run. Needs only torch and triton. The quantized
+GEMMs' benchmarks live in bench_quant.py.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m pretrainctl_kernels.bench", description=__doc__.split("\n")[0]
     )
     p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under TRITON_INTERPRET=1")
-    p.add_argument("--only", default="attention,moe,ce,quant,norms", help="comma-separated subset")
+    p.add_argument("--only", default="attention,moe,ce,quant,fp8,norms", help="comma-separated subset")
     p.add_argument("--out", default=None, help="write all results as JSON here")
     return p.parse_args(argv)
 
@@ -50,6 +51,37 @@ class Ctx:
         import triton.testing
 
         return float(triton.testing.do_bench(fn, warmup=10, rep=50))
+
+    def graph_ms(self, fns: list[Callable[[], object]], reps: int = 10) -> float:
+        """Per-call time of ``fns`` captured back to back in one CUDA graph and replayed: what decode
+        costs once host launch overhead is gone. Each fn should use its own weight copy, so that
+        together they exceed L2 the way the layers of a model do. Median of 7 timings."""
+        if self.smoke:
+            return self.time_ms(lambda: [f() for f in fns]) / len(fns)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # compile, allocate workspaces, warm up: all before capture
+            for f in fns:
+                f()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for f in fns:
+                f()
+        graph.replay()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(7):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(reps):
+                graph.replay()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) / (reps * len(fns)))
+        del graph
+        return sorted(times)[len(times) // 2]
 
     def peak_extra_gb(self, fn: Callable[[], object]) -> float | None:
         if self.smoke:
@@ -229,26 +261,15 @@ def bench_ce(c: Ctx) -> None:
 
 
 def bench_quant(c: Ctx) -> None:
-    from pretrainctl_kernels.quant import int4_matmul, int8_matmul, quantize_int4, quantize_int8
+    from pretrainctl_kernels.bench_quant import bench_quant as run
 
-    K = N = 256 if c.smoke else 4096
-    group = 128
-    w = torch.randn(N, K, device=c.dev, dtype=c.dt)
-    packed, scales, zeros = quantize_int4(w, group)
-    q8, s8 = quantize_int8(w)
-    for M in (1, 16):
-        case = f"M{M} K{K} N{N}"
-        x = torch.randn(M, K, device=c.dev, dtype=c.dt)
-        io = 2 * (M * K + M * N)
-        f = 2 * M * N * K
-        r = measure(c, "quant", case, "bf16_matmul", lambda x=x: x @ w.t(), flops=f, nbytes=io + 2 * N * K)
-        o4 = measure(c, "quant", case + f" int4 g{group}", "triton_int4",
-                     lambda x=x: int4_matmul(x, packed, scales, zeros, group), flops=f,
-                     nbytes=io + N * K // 2 + 4 * N * K // group)  # fmt: skip
-        o8 = measure(c, "quant", case + " int8", "triton_int8", lambda x=x: int8_matmul(x, q8, s8), flops=f,
-                     nbytes=io + N * K + 2 * N)  # fmt: skip
-        ratio("quant", case + f" int4 g{group}", o4, r, "bf16_matmul")
-        ratio("quant", case + " int8", o8, r, "bf16_matmul")
+    run(c)
+
+
+def bench_fp8(c: Ctx) -> None:
+    from pretrainctl_kernels.bench_quant import bench_fp8 as run
+
+    run(c)
 
 
 # --------------------------------------------------------------------------------------------- norms
@@ -270,7 +291,7 @@ def bench_norms(c: Ctx) -> None:
 
 
 BENCHES: dict[str, Callable[[Ctx], None]] = {
-    "attention": bench_attention, "moe": bench_moe, "ce": bench_ce, "quant": bench_quant,
+    "attention": bench_attention, "moe": bench_moe, "ce": bench_ce, "quant": bench_quant, "fp8": bench_fp8,
     "norms": bench_norms,
 }  # fmt: skip
 

@@ -9,8 +9,10 @@
   dequantizes each (BN, BK) tile in registers, so only packed bytes cross memory: at decode sizes
   (M <= 16) the GEMM is bandwidth-bound and reads 4x fewer bytes than bf16.
 
-Decode sizes split K across programs (float32 partials, summed by a second small launch) so that
-enough programs stream the weight, and M == 1 runs as a matrix-vector product on the vector units.
+Decode sizes split K across programs so that enough programs stream the weight; the float32 partials
+meet in a zeroed workspace through atomics and the last split of each tile writes the output, all in
+one launch (decode is launch- and latency-bound: a second launch costs as much as the GEMM). M == 1
+runs as a matrix-vector product on the vector units.
 
 Weights use nn.Linear's (N, K) = (out, in) layout; ``x @ W.T`` is the product computed.
 """
@@ -37,26 +39,29 @@ def _k_range(K, BK: tl.constexpr):
 
 
 @triton.jit
-def _store_out(O, W, acc, rm, rn, M, N, s_om, s_on, SPLIT: tl.constexpr):
-    """Final tile to O, or (split-K) a float32 partial to W (S, M, N), summed by _sum_splits."""
+def _store_out(O, W, CNT, acc, rm, rn, M, N, s_om, s_on, SPLIT: tl.constexpr):
+    """Final tile to O. Split-K, in the same launch: every K split adds its float32 partial into the
+    zeroed workspace W (M, N) with atomics and bumps the tile's counter; the split that arrives last
+    reads the sum (an atomic add of zero) and zeroes W, writes O and resets the counter, so W and CNT are
+    zero again for the next call and no second (sum) launch is needed."""
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     if SPLIT:
-        tl.store(W + tl.program_id(1) * M * N + rm[:, None] * N + rn[None, :], acc, mask=mask)
+        w_ptr = W + rm[:, None] * N + rn[None, :]
+        tl.atomic_add(w_ptr, acc, mask=mask, sem="relaxed")
+        tl.debug_barrier()  # all of this program's partial adds are issued before its counter moves
+        tile = CNT + tl.program_id(2) * tl.num_programs(0) + tl.program_id(0)
+        arrived = tl.atomic_add(tile, 1, sem="acq_rel")  # acquire: the other splits' adds are visible
+        if arrived == tl.num_programs(1) - 1:
+            total = tl.atomic_add(w_ptr, tl.zeros_like(acc), mask=mask, sem="relaxed")  # coherent read
+            tl.store(w_ptr, tl.zeros_like(acc), mask=mask)  # every other split is done with this tile
+            tl.store(O + rm[:, None] * s_om + rn[None, :] * s_on, total.to(O.dtype.element_ty), mask=mask)
+            tl.atomic_xchg(tile, 0)
     else:
         tl.store(O + rm[:, None] * s_om + rn[None, :] * s_on, acc.to(O.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _sum_splits(W, O, MN, N, S, s_om, s_on, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in range(0, S):
-        acc += tl.load(W + i * MN + offs, mask=offs < MN, other=0.0)
-    tl.store(O + (offs // N) * s_om + (offs % N) * s_on, acc.to(O.dtype.element_ty), mask=offs < MN)
-
-
-@triton.jit
-def _int8_mm(X, Q, S, O, W, M, N, K, s_xm, s_xk, s_qn, s_qk, s_om, s_on,
+def _int8_mm(X, Q, S, O, W, CNT, M, N, K, s_xm, s_xk, s_qn, s_qk, s_om, s_on,
              BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr):
     """Grid (N tiles, K splits, M tiles). GEMV (M == 1): multiply-add on the vector units, no MMA."""
     pid_n = tl.program_id(0)
@@ -83,11 +88,11 @@ def _int8_mm(X, Q, S, O, W, M, N, K, s_xm, s_xk, s_qn, s_qk, s_om, s_on,
     if GEMV:
         acc = tl.zeros([BM, BN], dtype=tl.float32) + accv[None, :]
     s = tl.load(S + rn, mask=rn < N, other=0.0).to(tl.float32)
-    _store_out(O, W, acc * s[None, :], rm, rn, M, N, s_om, s_on, SPLIT)
+    _store_out(O, W, CNT, acc * s[None, :], rm, rn, M, N, s_om, s_on, SPLIT)
 
 
 @triton.jit
-def _int4_mm(X, P, S, Z, O, W, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn, s_sg, s_om, s_on,
+def _int4_mm(X, P, S, Z, O, W, CNT, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn, s_sg, s_om, s_on,
              BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr):
     """BK divides the group size, so one (scale, zero) per row covers a whole K tile. Grid as _int8_mm.
     GEMV factors the zero point out of the tile's sum: sum_k (q - z) s x = s (sum_k q x - z sum_k x)."""
@@ -125,7 +130,7 @@ def _int4_mm(X, P, S, Z, O, W, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn, s_s
             acc = tl.dot(x_odd, tl.trans(w_hi), acc)
     if GEMV:
         acc = tl.zeros([BM, BN], dtype=tl.float32) + accv[None, :]
-    _store_out(O, W, acc, rm, rn, M, N, s_om, s_on, SPLIT)
+    _store_out(O, W, CNT, acc, rm, rn, M, N, s_om, s_on, SPLIT)
 # fmt: on
 
 
@@ -148,17 +153,34 @@ def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, s
     return bm or 64, bn or 64, max(1, min(split_k or 1, triton.cdiv(K, bk))), warps or 4, False
 
 
+# Split-K workspace per device: float32 partial sums and per-tile arrival counters, allocated zeroed once
+# and left zeroed by every launch (see _store_out). Grown when a larger M * N arrives (so the first call
+# of a shape must come before any CUDA-graph capture). One stream at a time per device.
+_WS: dict[torch.device, tuple[Tensor, Tensor]] = {}
+_RETIRED: list[tuple[Tensor, Tensor]] = []  # outgrown buffers stay alive: a captured graph may point at them
+
+
+def _workspace(device: torch.device, elems: int, tiles: int) -> tuple[Tensor, Tensor]:
+    ws = _WS.get(device)
+    if ws is None or ws[0].numel() < elems or ws[1].numel() < tiles:
+        old = (0, 0) if ws is None else (ws[0].numel(), ws[1].numel())
+        if ws is not None:
+            _RETIRED.append(ws)
+        ws = (torch.zeros(max(elems, old[0]), device=device, dtype=torch.float32),
+              torch.zeros(max(tiles, old[1]), device=device, dtype=torch.int32))  # fmt: skip
+        _WS[device] = ws
+    return ws
+
+
 def _launch(kernel, x: Tensor, pre: tuple, post: tuple, N: int, bk: int, tiles: tuple) -> Tensor:  # noqa: ANN001
-    """kernel(x, *pre, out, workspace, *post, *out.stride()), then the split-K sum if any."""
+    """kernel(x, *pre, out, workspace, counters, *post, *out.stride()): one launch, split-K included."""
     bm, bn, split, warps, gemv = tiles
     M = x.shape[0]
     out = torch.empty(M, N, device=x.device, dtype=x.dtype)
-    ws = torch.empty(split, M, N, device=x.device, dtype=torch.float32) if split > 1 else out
     grid = (triton.cdiv(N, bn), split, triton.cdiv(M, bm))
-    kernel[grid](x, *pre, out, ws, *post, *out.stride(), BM=bm, BN=bn, BK=bk, GEMV=gemv, SPLIT=split > 1,
+    ws, cnt = _workspace(x.device, M * N, grid[0] * grid[2]) if split > 1 else (out, out)
+    kernel[grid](x, *pre, out, ws, cnt, *post, *out.stride(), BM=bm, BN=bn, BK=bk, GEMV=gemv, SPLIT=split > 1,
                  num_warps=warps)  # fmt: skip
-    if split > 1:
-        _sum_splits[(triton.cdiv(M * N, 1024),)](ws, out, M * N, N, split, *out.stride(), BLOCK=1024)
     return out
 
 

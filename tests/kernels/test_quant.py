@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pretrainctl_kernels import quant
 from pretrainctl_kernels.quant import (
     dequantize_int4,
     dequantize_int8,
@@ -90,6 +91,10 @@ def test_quant_matmul_split_k_interpreter(M: int) -> None:
     # partial sum; M=1 takes the vector (GEMV) path, M=5 the matrix-unit path.
     _int4_case(M, 40, 256, 64, torch.float16, "cpu", bn=32, bk=32, split_k=3)
     _int8_case(M, 40, 72, torch.float16, "cpu", bn=32, bk=32, split_k=3)
+    # One launch: the last split of each tile writes the output and leaves the shared float32
+    # workspace and the arrival counters zeroed, so the next call (any shape) starts clean.
+    ws, cnt = quant._WS[torch.device("cpu")]
+    assert ws.abs().max().item() == 0.0 and cnt.abs().max().item() == 0
 
 
 @pytest.mark.gpu

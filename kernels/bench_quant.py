@@ -1,0 +1,124 @@
+"""Benchmarks of the quantized GEMMs (int4 / int8 weight-only decode, fp8 row-wise scaled), run by
+``python -m pretrainctl_kernels.bench --only quant,fp8``; see bench.py for the row format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from pretrainctl_kernels.bench import Ctx, emit, measure, ratio
+
+
+def measure_graph(c: Ctx, op: str, case: str, impl: str, fns: list[Callable[[], object]],
+                  **kw: object) -> float | None:  # fmt: skip
+    """As bench.measure, timed by CUDA-graph replay (Ctx.graph_ms)."""
+    try:
+        ms = c.graph_ms(fns)
+    except Exception as exc:  # noqa: BLE001 - a failing configuration is a result, as in measure()
+        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        emit(op, case, impl, error=f"{type(exc).__name__}: {first}")
+        return None
+    emit(op, case, impl, ms, timing="cuda_graph", **kw)
+    return ms
+
+
+# Decode tiles (BN, K splits, warps) timed in the same run, graph-replayed, for int4 at M = 1 and 16;
+# the first is quant.DECODE's entry.
+DECODE_CANDIDATES = [(128, 16, 8), (64, 8, 4), (64, 16, 4), (128, 8, 8), (32, 4, 4), (32, 1, 4), (64, 4, 4),
+                     (256, 16, 8)]  # fmt: skip
+
+
+def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> None:
+    from pretrainctl_kernels.quant import int4_matmul, int8_matmul
+
+    N, K = ws[0].shape
+    case, c4, c8 = f"M{M} K{K} N{N}", f"M{M} K{K} N{N} int4 g{group}", f"M{M} K{K} N{N} int8"
+    x = torch.randn(M, K, device=c.dev, dtype=c.dt)
+    io, f = 2 * (M * K + M * N), 2 * M * N * K
+    b16, b4, b8 = io + 2 * N * K, io + N * K // 2 + 4 * N * K // group, io + N * K + 2 * N
+    bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
+    int4 = [partial(int4_matmul, x, *t, group) for t in q4]
+    int8 = [partial(int8_matmul, x, *t) for t in q8]
+    # One Python launch per call, L2 flushed between calls (triton.testing.do_bench).
+    r = measure(c, "quant", case, "bf16_matmul", bf16[0], flops=f, nbytes=b16)
+    o4 = measure(c, "quant", c4, "triton_int4", int4[0], flops=f, nbytes=b4)
+    o8 = measure(c, "quant", c8, "triton_int8", int8[0], flops=f, nbytes=b8)
+    ratio("quant", c4, o4, r, "bf16_matmul")
+    ratio("quant", c8, o8, r, "bf16_matmul")
+    # CUDA-graph replay over the distinct weight copies.
+    rg = measure_graph(c, "quant", case, "bf16_matmul", bf16, flops=f, nbytes=b16)
+    o4g = measure_graph(c, "quant", c4, "triton_int4", int4, flops=f, nbytes=b4)
+    o8g = measure_graph(c, "quant", c8, "triton_int8", int8, flops=f, nbytes=b8)
+    ratio("quant", c4 + " graph", o4g, rg, "bf16_matmul graph")
+    ratio("quant", c8 + " graph", o8g, rg, "bf16_matmul graph")
+    best = None
+    for bn, split, warps in DECODE_CANDIDATES[: 1 if c.smoke else None]:
+        fns = [partial(int4_matmul, x, *t, group, bn=bn, split_k=split, num_warps=warps) for t in q4]
+        ms = measure_graph(c, "quant", c4 + f" bn{bn} split{split} w{warps}", "triton_int4", fns, flops=f,
+                           nbytes=b4)  # fmt: skip
+        if ms and (best is None or ms < best[1]):
+            best = ((bn, split, warps), ms)
+    if best and rg:
+        emit("quant", c4 + " graph, best tile of the sweep", "ratio", speedup_vs="bf16_matmul graph",
+             tile=list(best[0]), speedup=round(rg / best[1], 3))  # fmt: skip
+
+
+def bench_quant(c: Ctx) -> None:
+    """Decode-sized weight-only GEMMs vs bf16 cuBLAS, timed two ways: do_bench (one Python launch per
+    call, L2 flushed) and CUDA-graph replay over 16 distinct weight copies (no host launch cost; the
+    copies exceed L2 as a model's layers do). Decode runs under graphs, so the second is the fair one."""
+    from pretrainctl_kernels.quant import quantize_int4, quantize_int8
+
+    K = N = 128 if c.smoke else 4096
+    copies = 1 if c.smoke else 16  # 16 x 8.5 MB int4 > the 50-60 MB L2 of an H100/H200
+    group = 128
+    ws = [torch.randn(N, K, device=c.dev, dtype=c.dt) for _ in range(copies)]
+    q4 = [quantize_int4(w, group) for w in ws]
+    q8 = [quantize_int8(w) for w in ws]
+    for M in (1,) if c.smoke else (1, 16):  # the smoke run checks the script; tests cover M = 16
+        _decode_case(c, M, ws, q4, q8, group)
+
+
+# ----------------------------------------------------------------------------------------------- fp8
+
+
+def _scaled_mm(xq: torch.Tensor, wq: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
+    return torch._scaled_mm(xq, wq.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+
+
+def bench_fp8(c: Ctx) -> None:
+    """Row-wise scaled e4m3 GEMM (operands quantized outside the timing) vs bf16 cuBLAS on the
+    unquantized operands and vs torch._scaled_mm with the same row-wise scales (exact accumulation)."""
+    from pretrainctl_kernels import fp8_available
+    from pretrainctl_kernels.fp8 import FP8Tiles, fp8_matmul, quantize_fp8
+
+    status = fp8_available()
+    if not status.ok:
+        emit("fp8", "-", "-", skipped=status.reason)
+        return
+    shapes = [(64, 96, 128)] if c.smoke else [(4096, 4096, 4096), (8192, 8192, 8192), (16384, 4096, 14336)]
+    for M, N, K in shapes:
+        case = f"M{M} N{N} K{K}"
+        x = torch.randn(M, K, device=c.dev, dtype=c.dt)
+        w = torch.randn(N, K, device=c.dev, dtype=c.dt)
+        (xq, xs), (wq, ws) = quantize_fp8(x), quantize_fp8(w)
+        f = 2 * M * N * K
+        r = measure(c, "fp8", case, "bf16_matmul", partial(torch.matmul, x, w.t()), flops=f)
+        ours = {}
+        for t in FP8Tiles.CANDIDATES[:1] if c.smoke else FP8Tiles.CANDIDATES:
+            name = "triton_fp8 " + "x".join(map(str, t[:3])) + f" w{t[4]} s{t[5]}"
+            ours[t] = measure(c, "fp8", case, name, partial(fp8_matmul, xq, xs, wq, ws, tiles=t), flops=f)
+        sm = None
+        if not c.smoke and hasattr(torch, "_scaled_mm"):
+            fn = partial(_scaled_mm, xq, wq, xs.float()[:, None], ws.float()[None, :])
+            sm = measure(c, "fp8", case, "torch_scaled_mm", fn, flops=f)
+        o = ours.get(FP8Tiles.DEFAULT)
+        ratio("fp8", case, o, r, "bf16_matmul")
+        ratio("fp8", case, o, sm, "torch_scaled_mm")
+        done = {t: ms for t, ms in ours.items() if ms}
+        if len(done) > 1 and r:
+            t, ms = min(done.items(), key=lambda kv: kv[1])
+            emit("fp8", case + " best tile of the sweep", "ratio", tile=list(t), speedup_vs="bf16_matmul",
+                 speedup=round(r / ms, 3),
+                 speedup_vs_scaled_mm=round(sm / ms, 3) if sm else None)  # fmt: skip
