@@ -53,8 +53,12 @@ class Experiment:
 def build_tokenizer(cfg: DictConfig, datamodule: PackedDataModule) -> Tokenizer:
     if cfg.get("init_from"):
         return load_tokenizer(RunDir(cfg.init_from).tokenizer)
-    spec = _make(cfg.tokenizer, "tokenizer")
-    return spec.build(datamodule.train_texts(), Path(cfg.cache_dir))
+    return build_tokenizer_spec(cfg).build(datamodule.train_texts(), Path(cfg.cache_dir))
+
+
+def build_tokenizer_spec(cfg: DictConfig):
+    """The tokenizer option's spec: ``build(texts, cache_dir)`` (path, cache or train) or ``train(texts)``."""
+    return _make(cfg.tokenizer, "tokenizer")
 
 
 def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> PackedDataModule:

@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scaling_plan": ("pretrainctl.scaling.plan_cmd:hydra_task", "candidate model sizes for a FLOP budget"),
     "scaling_sweep": ("pretrainctl.scaling.sweep_cmd:hydra_task", "IsoFLOP grid of train runs"),
     "scaling_fit": ("pretrainctl.scaling.fit_cmd:hydra_task", "fit scaling laws to finished runs"),
+    "tokenizer_train": ("pretrainctl.tokenizer.train_cmd:hydra_task", "train a tokenizer into a directory"),
+    "tokenizer_eval": ("pretrainctl.tokenizer.eval_cmd:hydra_task", "compare tokenizers on text"),
 }
 
 

@@ -27,6 +27,10 @@ class ByteTokenizer(Tokenizer):
         sizes[:256] = 1
         return sizes
 
+    @classmethod
+    def load(cls, directory: Path) -> ByteTokenizer:
+        return cls()
+
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -36,7 +40,25 @@ class ByteTokenizer(Tokenizer):
 
 
 class ByteSpec:
-    """Config-side handle for the byte tokenizer (mirrors SentencePieceSpec.build)."""
+    """Config-side handle for the byte tokenizer (mirrors SentencePieceSpec.build); ``path`` loads a
+    saved tokenizer directory instead, like every other option."""
 
-    def build(self, train_texts: Sequence[str], cache_dir: Path) -> ByteTokenizer:
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+        self.train_bytes = 0
+
+    def options(self) -> dict:
+        return {"kind": "bytes"}
+
+    def training_texts(self, texts: Sequence[str]) -> list[str]:
+        return []
+
+    def train(self, texts: Sequence[str], progress: object = None) -> ByteTokenizer:
+        return ByteTokenizer()
+
+    def build(self, train_texts: Sequence[str], cache_dir: Path | None) -> Tokenizer:
+        if self.path is not None:
+            from pretrainctl.tokenizer.cache import load_path
+
+            return load_path(self.path)
         return ByteTokenizer()

@@ -1,8 +1,14 @@
 """SentencePiece BPE and Unigram tokenizers (Kudo & Richardson, 2018), trained on first use.
 
-Training uses code-safe settings (identity normalization, no dummy prefix, whitespace kept,
-byte fallback) so decode(encode(text)) == text on source code; the trained model is cached under a
-hash of the training text and the options, so a second run with the same data reuses it.
+The defaults are code-safe (identity normalization, no dummy prefix, whitespace kept, byte
+fallback), so decode(encode(text)) == text on source code and on any script, and ``token_bytes``
+is exact; the options that trade that away (NFKC normalization, dummy prefix, collapsing spaces, no
+byte fallback) are documented in conf/tokenizer/bpe.yaml. The trained model is cached under a hash
+of the training text and the options, so a second run with the same data reuses it.
+
+``numbers=group3`` (three-digit groups from the right) is not a SentencePiece option: the text is
+cut inside long digit runs before training and encoding (``pretokenize.number_segments``) and the
+segments' ids are concatenated, which keeps decode lossless because no dummy prefix is added.
 """
 
 from __future__ import annotations
@@ -10,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +24,8 @@ import torch
 
 from pretrainctl.errors import UserError
 from pretrainctl.tokenizer.base import Tokenizer
+from pretrainctl.tokenizer.cache import cached, load_path
+from pretrainctl.tokenizer.pretokenize import check_number_rule, number_segments
 
 MODEL_FILE = "tokenizer.model"
 # SentencePiece skips "sentences" longer than max_sentence_length bytes, so documents are fed in
@@ -30,8 +36,9 @@ _CHUNK_BYTES = 4000
 class SentencePieceTokenizer(Tokenizer):
     """A trained SentencePiece model; ids 0-3 are unk, BOS, EOS, PAD and id 4 is the MASK control token."""
 
-    def __init__(self, model_proto: bytes) -> None:
+    def __init__(self, model_proto: bytes, numbers: str = "digits") -> None:
         self._proto = model_proto
+        self.numbers = numbers
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
         self.vocab_size = self.sp.get_piece_size()
         self.bos_id, self.eos_id, self.pad_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()
@@ -40,16 +47,25 @@ class SentencePieceTokenizer(Tokenizer):
 
     @classmethod
     def load(cls, directory: Path) -> SentencePieceTokenizer:
-        return cls((Path(directory) / MODEL_FILE).read_bytes())
+        meta = json.loads((Path(directory) / "tokenizer.json").read_text())
+        return cls((Path(directory) / MODEL_FILE).read_bytes(), meta.get("numbers", "digits"))
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(self._proto).hexdigest()[:16]
+        return hashlib.sha256(self._proto + self.numbers.encode()).hexdigest()[:16]
 
     def encode(self, text: str) -> list[int]:
-        return self.sp.encode(text)
+        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.sp.encode(list(texts), num_threads=2)
+        if self.numbers != "group3":
+            return self.sp.encode(list(texts), num_threads=2)
+        segments = [number_segments(t, self.numbers) for t in texts]
+        flat = self.sp.encode([s for segs in segments for s in segs], num_threads=2)
+        out, i = [], 0
+        for segs in segments:
+            out.append([t for ids in flat[i : i + len(segs)] for t in ids])
+            i += len(segs)
+        return out
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.sp.decode(list(ids))
@@ -69,7 +85,7 @@ class SentencePieceTokenizer(Tokenizer):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / MODEL_FILE).write_bytes(self._proto)
-        meta = {"kind": "sentencepiece", "vocab_size": self.vocab_size}
+        meta = {"kind": "sentencepiece", "vocab_size": self.vocab_size, "numbers": self.numbers}
         (directory / "tokenizer.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -100,9 +116,15 @@ class SentencePieceSpec:
         model_type: "bpe" or "unigram".
         vocab_size: number of pieces including the 5 special and 256 byte-fallback pieces.
         train_bytes: how much training text (from the start of the training split) to learn from.
-        split_digits: split numbers into single digits.
+        numbers: "digits" (every digit a piece), "group3" (groups of three from the right) or "none".
         split_by_whitespace: False lets pieces cross word boundaries.
-        path: a tokenizer directory written by a previous run (``<run>/tokenizer``).
+        normalization: SentencePiece rule: "identity" (lossless), "nfkc", "nmt_nfkc", "nfkc_cf", ...
+        byte_fallback: unknown characters become their UTF-8 bytes (False: <unk>, not lossless).
+        add_dummy_prefix: prepend a space to every text (SentencePiece's default for prose).
+        remove_extra_whitespaces: collapse runs of spaces (breaks round trip on code).
+        character_coverage: share of characters that get their own piece (the rest: byte fallback).
+        user_symbols: strings that always encode to one piece (metadata tags such as ``<|lang:en|>``).
+        path: a tokenizer directory to load instead of training (any kind).
     """
 
     def __init__(
@@ -110,63 +132,66 @@ class SentencePieceSpec:
         model_type: str = "bpe",
         vocab_size: int = 4096,
         train_bytes: int = 5_000_000,
-        split_digits: bool = True,
+        numbers: str = "digits",
         split_by_whitespace: bool = True,
+        normalization: str = "identity",
+        byte_fallback: bool = True,
+        add_dummy_prefix: bool = False,
+        remove_extra_whitespaces: bool = False,
         character_coverage: float = 1.0,
+        user_symbols: Sequence[str] = (),
         path: str | None = None,
     ) -> None:
         if model_type not in ("bpe", "unigram"):
             raise UserError(f"tokenizer.model_type must be 'bpe' or 'unigram', not {model_type!r}.")
         if vocab_size < 300:
             raise UserError(f"tokenizer.vocab_size={vocab_size} is too small: byte fallback alone needs 261.")
-        self.options = {
+        check_number_rule(numbers)
+        if numbers == "group3" and add_dummy_prefix:
+            raise UserError("tokenizer.numbers=group3 needs tokenizer.add_dummy_prefix=false (joins).")
+        self.numbers = numbers
+        self.sp_options = {
             "model_type": model_type,
             "vocab_size": vocab_size,
-            "split_digits": split_digits,
+            "split_digits": numbers == "digits",
             "split_by_whitespace": split_by_whitespace,
+            "normalization_rule_name": normalization,
+            "byte_fallback": byte_fallback,
+            "add_dummy_prefix": add_dummy_prefix,
+            "remove_extra_whitespaces": remove_extra_whitespaces,
             "character_coverage": character_coverage,
+            "user_defined_symbols": list(user_symbols),
         }
         self.train_bytes = train_bytes
         self.path = path
 
-    def build(self, train_texts: Sequence[str], cache_dir: Path) -> SentencePieceTokenizer:
-        if self.path is not None:
-            model = Path(self.path).expanduser() / MODEL_FILE
-            if not model.is_file():
-                raise UserError(f"tokenizer.path={self.path} has no {MODEL_FILE}.")
-            return SentencePieceTokenizer.load(model.parent)
-        key = self._cache_key(train_texts)
-        cached = Path(cache_dir).expanduser() / "tokenizers" / key
-        if (cached / MODEL_FILE).is_file():
-            return SentencePieceTokenizer.load(cached)
-        tok = self._train(train_texts)
-        # Save under a temporary name and rename, so a concurrent run never sees half a tokenizer.
-        tmp = cached.with_name(cached.name + f".tmp{time.time_ns()}")
-        tok.save(tmp)
-        try:
-            tmp.rename(cached)
-        except OSError:  # another process finished first; its model is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-        return tok
-
-    def _cache_key(self, texts: Sequence[str]) -> str:
-        h = hashlib.sha256(json.dumps(self.options, sort_keys=True).encode())
-        h.update(str(self.train_bytes).encode())
+    def training_texts(self, texts: Sequence[str]) -> Iterator[str]:
+        """The 'sentences' SentencePiece learns from (line chunks, cut inside long numbers for group3)."""
         for chunk in _line_chunks(texts, self.train_bytes):
-            h.update(chunk.encode("utf-8"))
-        return f"{self.options['model_type']}{self.options['vocab_size']}-{h.hexdigest()[:16]}"
+            yield from (s for s in number_segments(chunk, self.numbers) if s)
 
-    def _train(self, texts: Sequence[str]) -> SentencePieceTokenizer:
+    def options(self) -> dict:
+        extra = {"numbers": self.numbers, "train_bytes": self.train_bytes}
+        return {"kind": "sentencepiece", **extra, **self.sp_options}
+
+    def build(self, train_texts: Sequence[str], cache_dir: Path) -> Tokenizer:
+        if self.path is not None:
+            return load_path(self.path)
+        h = hashlib.sha256(json.dumps(self.sp_options, sort_keys=True).encode())
+        h.update(f"{self.train_bytes} {self.numbers}".encode())
+        for chunk in self.training_texts(train_texts):
+            h.update(chunk.encode("utf-8"))
+        key = f"{self.sp_options['model_type']}{self.sp_options['vocab_size']}-{h.hexdigest()[:16]}"
+        return cached(key, cache_dir, lambda: self.train(train_texts))
+
+    def train(self, texts: Sequence[str], progress: object = None) -> SentencePieceTokenizer:
+        """Train now (``progress`` is unused: SentencePiece reports nothing while it trains)."""
         proto = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=_line_chunks(texts, self.train_bytes),
+                sentence_iterator=self.training_texts(texts),
                 model_writer=proto,
-                byte_fallback=True,
-                remove_extra_whitespaces=False,
-                normalization_rule_name="identity",
                 allow_whitespace_only_pieces=True,
-                add_dummy_prefix=False,
                 max_sentence_length=_CHUNK_BYTES * 4,
                 unk_id=0,
                 bos_id=1,
@@ -175,15 +200,15 @@ class SentencePieceSpec:
                 control_symbols=["<mask>"],
                 minloglevel=2,
                 num_threads=2,
-                **self.options,
+                **self.sp_options,
             )
         except RuntimeError as exc:
             msg = str(exc)
             if "Vocabulary size" in msg:
                 limit = msg.split("<=")[-1].strip(" .") if "<=" in msg else "smaller"
                 raise UserError(
-                    f"tokenizer.vocab_size={self.options['vocab_size']} is larger than the training text "
+                    f"tokenizer.vocab_size={self.sp_options['vocab_size']} is larger than the training text "
                     f"supports; use tokenizer.vocab_size <= {limit} or more data."
                 ) from None
             raise
-        return SentencePieceTokenizer(proto.getvalue())
+        return SentencePieceTokenizer(proto.getvalue(), self.numbers)
