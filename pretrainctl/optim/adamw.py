@@ -1,4 +1,5 @@
-"""AdamW with decoupled weight decay on matrix weights only (see ``groups.py``)."""
+"""AdamW (Loshchilov & Hutter, 2019) with decoupled weight decay on matrix weights only, and µP's
+1/width_mult LR for hidden matrices when the model has a width multiplier (see ``groups.py``)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class AdamWBuilder:
 
     def build(self, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
-            decay_groups(model, self.weight_decay),
+            decay_groups(model, self.weight_decay, self.lr),
             lr=self.lr,
             betas=self.betas,
             eps=self.eps,
