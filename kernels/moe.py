@@ -5,9 +5,14 @@ expert's rows then form one contiguous segment, and one Triton launch multiplies
 its own expert's weights (a grouped GEMM, as in MegaBlocks, Gale et al. 2022, arXiv:2211.15841). The
 launch grid is a flat list of row tiles built on the device from per-expert counts (no host sync, no
 per-expert Python loop); an expert with zero tokens owns zero tiles. The token gather is fused into
-the first GEMM's A loads, SwiGLU (Shazeer 2020, arXiv:2002.05202) into its epilogue. Weight gradients
-use a second kernel that reduces over each expert's segment. The weighted combine back to token
-order is a gather over the inverse permutation, so nothing needs atomics.
+the first GEMM's A loads, SwiGLU (Shazeer 2020, arXiv:2002.05202) into its epilogue, and the down
+GEMM stores each row straight to its (token, slot) position, so no permutation is ever materialized.
+
+The backward pass is four launches: the down GEMM's input gradient with the SwiGLU backward in its
+epilogue (it reads the saved pre-activations and writes the gate and up gradients), one input-gradient
+GEMM that sums both branches and stores in (token, slot) order, one weight-gradient launch for the
+gate and up weights sharing the gathered x tiles, and the down weight gradient. Weight gradients
+reduce over each expert's segment in a kernel of their own, so nothing needs atomics.
 
 Weight layout (documented contract, shared with the torch path):
     w_gate (E, D, H), w_up (E, D, H)   -- h = silu(x @ w_gate[e]) * (x @ w_up[e])
@@ -22,7 +27,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["MoEBlocks", "moe_permute", "grouped_swiglu", "grouped_matmul", "moe_ffn", "moe_ffn_ref"]
+__all__ = ["MoEBlocks", "moe_permute", "grouped_matmul", "moe_ffn", "moe_ffn_ref"]
+
+PLAIN, SWIGLU, DUAL, SWIGLU_BWD = 0, 1, 2, 3  # _grouped_rows modes
 
 
 class MoEBlocks:
@@ -41,12 +48,16 @@ class MoEBlocks:
 
 # fmt: off
 @triton.jit
-def _grouped_rows(A, GATHER, B1, B2, C, PRE_G, PRE_U, TILE_E, TILE_ROW, OFFS, K, N, E,
+def _grouped_rows(A, GATHER, A2, B1, B2, C, C2, PRE_G, PRE_U, SCATTER, TILE_E, TILE_ROW, OFFS, K, N, E,
                   s_am, s_ak, s_be, s_bk, s_bn, s_cm, s_cn,
-                  HAS_GATHER: tl.constexpr, SWIGLU: tl.constexpr, SAVE_PRE: tl.constexpr,
-                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """C[r] = A[gather(r)] @ B1[e] for the rows r of expert e's segment, one (BM, BN) tile each.
-    With SWIGLU: C[r] = silu(A @ B1[e]) * (A @ B2[e]), pre-activations optionally saved."""
+                  MODE: tl.constexpr, HAS_GATHER: tl.constexpr, HAS_SCATTER: tl.constexpr,
+                  SAVE_PRE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """For the rows r of expert e's segment, one (BM, BN) tile per program, a = A[gather(r)]:
+    PLAIN       C[r] = a @ B1[e]
+    SWIGLU      C[r] = silu(a @ B1[e]) * (a @ B2[e]), pre-activations optionally saved to PRE_G/PRE_U
+    DUAL        C[r] = a @ B1[e] + A2[r] @ B2[e]
+    SWIGLU_BWD  d = a @ B1[e], with g, u read from PRE_G/PRE_U: C[r] = dL/dg, C2[r] = dL/du
+    With a scatter, PLAIN and DUAL store row r at SCATTER[r] instead."""
     tile = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(TILE_E + tile)
@@ -64,30 +75,48 @@ def _grouped_rows(A, GATHER, B1, B2, C, PRE_G, PRE_U, TILE_E, TILE_ROW, OFFS, K,
     cmask = cols < N
     ks = tl.arange(0, BK)
     a_ptr = A + src[:, None] * s_am + ks[None, :] * s_ak  # (BM, BK)
+    a2_ptr = A2 + rows.to(tl.int64)[:, None] * s_am + ks[None, :] * s_ak
     b_off = e.to(tl.int64) * s_be + ks[:, None] * s_bk + cols[None, :] * s_bn  # (BK, BN)
     acc1 = tl.zeros([BM, BN], dtype=tl.float32)
     acc2 = tl.zeros([BM, BN], dtype=tl.float32)
     for k0 in range(0, K, BK):
         kmask = k0 + ks < K
-        a = tl.load(a_ptr + k0 * s_ak, mask=rmask[:, None] & kmask[None, :], other=0.0)
+        amask = rmask[:, None] & kmask[None, :]
+        a = tl.load(a_ptr + k0 * s_ak, mask=amask, other=0.0)
         bmask = kmask[:, None] & cmask[None, :]
         acc1 += tl.dot(a, tl.load(B1 + b_off + k0 * s_bk, mask=bmask, other=0.0))
-        if SWIGLU:
+        if MODE == 1:
             acc2 += tl.dot(a, tl.load(B2 + b_off + k0 * s_bk, mask=bmask, other=0.0))
+        if MODE == 2:
+            a2 = tl.load(a2_ptr + k0 * s_ak, mask=amask, other=0.0)
+            acc1 += tl.dot(a2, tl.load(B2 + b_off + k0 * s_bk, mask=bmask, other=0.0))
     out_mask = rmask[:, None] & cmask[None, :]
-    c_off = rows.to(tl.int64)[:, None] * s_cm + cols[None, :] * s_cn
-    if SWIGLU:
+    p_off = rows.to(tl.int64)[:, None] * s_cm + cols[None, :] * s_cn  # sorted-row position
+    if HAS_SCATTER:
+        dst = tl.load(SCATTER + rows, mask=rmask, other=0).to(tl.int64)
+        c_off = dst[:, None] * s_cm + cols[None, :] * s_cn
+    else:
+        c_off = p_off
+    if MODE == 1:
         if SAVE_PRE:
-            tl.store(PRE_G + c_off, acc1.to(PRE_G.dtype.element_ty), mask=out_mask)
-            tl.store(PRE_U + c_off, acc2.to(PRE_U.dtype.element_ty), mask=out_mask)
+            tl.store(PRE_G + p_off, acc1.to(PRE_G.dtype.element_ty), mask=out_mask)
+            tl.store(PRE_U + p_off, acc2.to(PRE_U.dtype.element_ty), mask=out_mask)
         acc1 = acc1 * tl.sigmoid(acc1) * acc2
+    if MODE == 3:
+        g = tl.load(PRE_G + p_off, mask=out_mask, other=0.0).to(tl.float32)
+        u = tl.load(PRE_U + p_off, mask=out_mask, other=0.0).to(tl.float32)
+        sg = tl.sigmoid(g)
+        tl.store(C2 + p_off, (acc1 * g * sg).to(C2.dtype.element_ty), mask=out_mask)  # d/du = d * silu(g)
+        acc1 = acc1 * u * sg * (1 + g * (1 - sg))  # d/dg = d * u * silu'(g)
     tl.store(C + c_off, acc1.to(C.dtype.element_ty), mask=out_mask)
 
 
 @triton.jit
-def _grouped_wgrad(A, GATHER, G, C, OFFS, KA, N, s_am, s_ak, s_gm, s_gn, s_ce, s_ck, s_cn,
-                   HAS_GATHER: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    """C[e] (KA, N) = A[gather(seg_e)]^T @ G[seg_e]: the weight gradient, reduced over each segment."""
+def _grouped_wgrad(A, GATHER_A, G, G2, GATHER_G, C, C2, OFFS, KA, N, s_am, s_ak, s_gm, s_gn, s_ce, s_ck, s_cn,
+                   HAS_GATHER_A: tl.constexpr, HAS_GATHER_G: tl.constexpr, DUAL: tl.constexpr,
+                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """C[e] (KA, N) = A[gather_a(seg_e)]^T @ G[gather_g(seg_e)]: the weight gradient, reduced over each
+    segment; DUAL also C2[e] = (same A)^T @ G2[seg_e], so both share every A tile load."""
     e = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_n = tl.program_id(2)
@@ -97,20 +126,29 @@ def _grouped_wgrad(A, GATHER, G, C, OFFS, KA, N, s_am, s_ak, s_gm, s_gn, s_ce, s
     gn = pid_n * BN + tl.arange(0, BN)
     ks = tl.arange(0, BK)
     acc = tl.zeros([BM, BN], dtype=tl.float32)
+    acc2 = tl.zeros([BM, BN], dtype=tl.float32)
     for r0 in range(start, end, BK):
         rows = r0 + ks
         rmask = rows < end
         src = rows
-        if HAS_GATHER:
-            src = tl.load(GATHER + rows, mask=rmask, other=0)
-        src = src.to(tl.int64)
-        a = tl.load(A + src[:, None] * s_am + am[None, :] * s_ak, mask=rmask[:, None] & (am[None, :] < KA),
-                    other=0.0)  # (BK, BM)
-        g = tl.load(G + rows.to(tl.int64)[:, None] * s_gm + gn[None, :] * s_gn,
-                    mask=rmask[:, None] & (gn[None, :] < N), other=0.0)  # (BK, BN)
-        acc += tl.dot(tl.trans(a), g)
-    tl.store(C + e.to(tl.int64) * s_ce + am[:, None] * s_ck + gn[None, :] * s_cn, acc.to(C.dtype.element_ty),
-             mask=(am[:, None] < KA) & (gn[None, :] < N))
+        if HAS_GATHER_A:
+            src = tl.load(GATHER_A + rows, mask=rmask, other=0)
+        gsrc = rows
+        if HAS_GATHER_G:
+            gsrc = tl.load(GATHER_G + rows, mask=rmask, other=0)
+        a = tl.load(A + src.to(tl.int64)[:, None] * s_am + am[None, :] * s_ak,
+                    mask=rmask[:, None] & (am[None, :] < KA), other=0.0)  # (BK, BM)
+        g_off = gsrc.to(tl.int64)[:, None] * s_gm + gn[None, :] * s_gn
+        gmask = rmask[:, None] & (gn[None, :] < N)
+        a_t = tl.trans(a)
+        acc += tl.dot(a_t, tl.load(G + g_off, mask=gmask, other=0.0))  # (BK, BN)
+        if DUAL:
+            acc2 += tl.dot(a_t, tl.load(G2 + g_off, mask=gmask, other=0.0))
+    c_off = e.to(tl.int64) * s_ce + am[:, None] * s_ck + gn[None, :] * s_cn
+    c_mask = (am[:, None] < KA) & (gn[None, :] < N)
+    tl.store(C + c_off, acc.to(C.dtype.element_ty), mask=c_mask)
+    if DUAL:
+        tl.store(C2 + c_off, acc2.to(C2.dtype.element_ty), mask=c_mask)
 # fmt: on
 
 
@@ -142,97 +180,102 @@ def _tiles(offsets: Tensor, M: int, bm: int) -> tuple[Tensor, Tensor]:
     return te.to(torch.int32), row0.to(torch.int32)
 
 
-Rows = tuple[Tensor, Tensor | None, Tensor | None]
+class _Plan:
+    """What every launch of one MoE call shares: segment offsets, the tile list, the tiles' shape."""
+
+    def __init__(self, offsets: Tensor, M: int, blocks: MoEBlocks) -> None:
+        self.offsets, self.M, self.blocks = offsets, M, blocks
+        self.tile_e, self.tile_row = _tiles(offsets, M, blocks.bm)
 
 
-def _rows_launch(a: Tensor, gather: Tensor | None, b1: Tensor, b2: Tensor | None, offsets: Tensor, M: int,
-                 blocks: MoEBlocks, save_pre: bool = False) -> Rows:  # fmt: skip
-    E, K, N = b1.shape  # (E, K, N), any strides
-    out = torch.empty(M, N, device=a.device, dtype=a.dtype)
-    pre_g = torch.empty_like(out) if save_pre else out
-    pre_u = torch.empty_like(out) if save_pre else out
-    te, row0 = _tiles(offsets, M, blocks.bm)
-    grid = (te.numel(), triton.cdiv(N, blocks.bn))
-    _grouped_rows[grid](a, gather if gather is not None else te, b1, b2 if b2 is not None else b1, out, pre_g,
-                        pre_u, te, row0, offsets, K, N, E, *a.stride(), *b1.stride(), *out.stride(),
-                        HAS_GATHER=gather is not None, SWIGLU=b2 is not None, SAVE_PRE=save_pre,
-                        BM=blocks.bm, BN=blocks.bn, BK=blocks.bk, num_warps=blocks.num_warps,
-                        num_stages=blocks.num_stages)  # fmt: skip
-    return out, (pre_g if save_pre else None), (pre_u if save_pre else None)
+def _rows(plan: _Plan, mode: int, a: Tensor, b1: Tensor, *, gather: Tensor | None = None,
+          a2: Tensor | None = None, b2: Tensor | None = None, pre: tuple[Tensor, Tensor] | None = None,
+          save_pre: bool = False, scatter: Tensor | None = None) -> tuple[Tensor, ...]:  # fmt: skip
+    """One _grouped_rows launch; returns (out,), (out, g, u) with save_pre, or (d_g, d_u) for SWIGLU_BWD.
+    b1 and b2 are (E, K, N) with any strides, the same for both; a2 and the outputs share a's layout."""
+    E, K, N = b1.shape
+    bl = plan.blocks
+    out = torch.empty(plan.M, N, device=a.device, dtype=a.dtype)
+    c2 = torch.empty_like(out) if mode == SWIGLU_BWD else out
+    pre_g, pre_u = pre if pre is not None else (out, out)
+    if save_pre:
+        pre_g, pre_u = torch.empty_like(out), torch.empty_like(out)
+    grid = (plan.tile_e.numel(), triton.cdiv(N, bl.bn))
+    te = plan.tile_e  # stands in for absent index pointers (never read)
+    _grouped_rows[grid](a, gather if gather is not None else te, a2 if a2 is not None else a, b1,
+                        b2 if b2 is not None else b1, out, c2, pre_g, pre_u,
+                        scatter if scatter is not None else te, te, plan.tile_row, plan.offsets, K, N, E,
+                        *a.stride(), *b1.stride(), *out.stride(), MODE=mode, HAS_GATHER=gather is not None,
+                        HAS_SCATTER=scatter is not None, SAVE_PRE=save_pre, BM=bl.bm, BN=bl.bn, BK=bl.bk,
+                        num_warps=bl.num_warps, num_stages=bl.num_stages)  # fmt: skip
+    if mode == SWIGLU_BWD:
+        return out, c2
+    return (out, pre_g, pre_u) if save_pre else (out,)
 
 
-def _wgrad_launch(a: Tensor, gather: Tensor | None, g: Tensor, offsets: Tensor, blocks: MoEBlocks) -> Tensor:
-    E = offsets.numel() - 1
+def _wgrad(plan: _Plan, a: Tensor, g: Tensor, *, gather_a: Tensor | None = None, g2: Tensor | None = None,
+           gather_g: Tensor | None = None) -> tuple[Tensor, ...]:  # fmt: skip
+    """(E, KA, N) weight gradient(s) A[gather_a]^T @ G[gather_g] per segment; two when g2 is given."""
+    E = plan.offsets.numel() - 1
     KA, N = a.shape[1], g.shape[1]
-    out = torch.empty(E, KA, N, device=a.device, dtype=a.dtype)  # (E, KA, N)
-    grid = (E, triton.cdiv(KA, blocks.bm), triton.cdiv(N, blocks.bn))
-    _grouped_wgrad[grid](a, gather if gather is not None else offsets, g, out, offsets, KA, N, *a.stride(),
-                         *g.stride(), *out.stride(), HAS_GATHER=gather is not None, BM=blocks.bm,
-                         BN=blocks.bn, BK=blocks.bk, num_warps=blocks.num_warps,
-                         num_stages=blocks.num_stages)  # fmt: skip
-    return out
+    bl = plan.blocks
+    out = torch.empty(E, KA, N, device=a.device, dtype=a.dtype)
+    out2 = torch.empty_like(out) if g2 is not None else out
+    grid = (E, triton.cdiv(KA, bl.bm), triton.cdiv(N, bl.bn))
+    dummy = plan.offsets  # stands in for absent index pointers (never read)
+    _grouped_wgrad[grid](a, gather_a if gather_a is not None else dummy, g, g2 if g2 is not None else g,
+                         gather_g if gather_g is not None else dummy, out, out2, plan.offsets, KA, N,
+                         *a.stride(), *g.stride(), *out.stride(), HAS_GATHER_A=gather_a is not None,
+                         HAS_GATHER_G=gather_g is not None, DUAL=g2 is not None, BM=bl.bm, BN=bl.bn, BK=bl.bk,
+                         num_warps=bl.num_warps, num_stages=bl.num_stages)  # fmt: skip
+    return (out, out2) if g2 is not None else (out,)
 
 
-def _swiglu_grad(d_act: Tensor, g: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    gf, uf, df = g.float(), u.float(), d_act.float()
-    sg = torch.sigmoid(gf)
-    d_g = df * uf * sg * (1 + gf * (1 - sg))
-    d_u = df * gf * sg
-    return d_g.to(g.dtype), d_u.to(u.dtype)
-
-
-class _GroupedSwiGLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, gather: Tensor, offsets: Tensor, inv: Tensor, w_gate: Tensor, w_up: Tensor,
-                blocks: MoEBlocks) -> Tensor:  # fmt: skip
-        M = gather.numel()
-        act, g, u = _rows_launch(x, gather, w_gate, w_up, offsets, M, blocks, save_pre=True)  # (M, H)
-        ctx.save_for_backward(x, gather, offsets, inv, w_gate, w_up, g, u)
-        ctx.blocks = blocks
-        return act
+class _Experts(torch.autograd.Function):
+    """x (N, D) -> y (N*k, D): row token*k + slot holds that assignment's expert output, unweighted."""
 
     @staticmethod
-    def backward(ctx, d_act: Tensor):
-        x, gather, offsets, inv, w_gate, w_up, g, u = ctx.saved_tensors
-        blocks = ctx.blocks
-        d_g, d_u = _swiglu_grad(d_act.contiguous(), g, u)  # (M, H)
-        M = d_g.shape[0]
-        # dX for sorted rows = dG @ Wg[e]^T + dU @ Wu[e]^T; the transposes are stride swaps.
-        dxs = _rows_launch(d_g, None, w_gate.transpose(1, 2), None, offsets, M, blocks)[0]
-        dxs += _rows_launch(d_u, None, w_up.transpose(1, 2), None, offsets, M, blocks)[0]
-        k = M // x.shape[0]
-        dx = dxs[inv].view(x.shape[0], k, -1).sum(1)  # back to token order, (N, D)
-        dwg = _wgrad_launch(x, gather, d_g, offsets, blocks)  # (E, D, H)
-        dwu = _wgrad_launch(x, gather, d_u, offsets, blocks)
-        return dx, None, None, None, dwg, dwu, None
+    def forward(ctx, x: Tensor, gather: Tensor, scatter: Tensor, plan: _Plan, w_gate: Tensor, w_up: Tensor,
+                w_down: Tensor) -> Tensor:  # fmt: skip
+        train = torch.is_grad_enabled() or any(ctx.needs_input_grad)
+        h, *pre = _rows(plan, SWIGLU, x, w_gate, gather=gather, b2=w_up, save_pre=train)  # (M, H) sorted
+        (y,) = _rows(plan, PLAIN, h, w_down, scatter=scatter)  # (M, D) in (token, slot) order
+        if train:
+            ctx.save_for_backward(x, gather, scatter, w_gate, w_up, w_down, h, *pre)
+            ctx.plan = plan
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, gather, scatter, w_gate, w_up, w_down, h, g, u = ctx.saved_tensors
+        plan = ctx.plan
+        dy = dy.contiguous()  # (M, D), (token, slot) order; row `scatter[r]` belongs to sorted row r
+        d_g, d_u = _rows(plan, SWIGLU_BWD, dy, w_down.transpose(1, 2), gather=scatter, pre=(g, u))  # (M, H)
+        wg_t, wu_t = w_gate.transpose(1, 2), w_up.transpose(1, 2)  # (E, H, D) views
+        (dxs,) = _rows(plan, DUAL, d_g, wg_t, a2=d_u, b2=wu_t, scatter=scatter)  # (M, D), (token, slot) order
+        dx = dxs.view(x.shape[0], -1, x.shape[1]).sum(1)  # (N, D): each token's k rows
+        dwg, dwu = _wgrad(plan, x, d_g, gather_a=gather, g2=d_u)  # (E, D, H) each
+        (dwd,) = _wgrad(plan, h, dy, gather_g=scatter)  # (E, H, D)
+        return dx, None, None, None, dwg, dwu, dwd
 
 
 class _GroupedMatmul(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a: Tensor, offsets: Tensor, w: Tensor, blocks: MoEBlocks) -> Tensor:
-        ctx.save_for_backward(a, offsets, w)
-        ctx.blocks = blocks
-        return _rows_launch(a, None, w, None, offsets, a.shape[0], blocks)[0]  # (M, N)
+    def forward(ctx, a: Tensor, plan: _Plan, w: Tensor) -> Tensor:
+        ctx.save_for_backward(a, w)
+        ctx.plan = plan
+        return _rows(plan, PLAIN, a, w)[0]  # (M, N)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        a, offsets, w = ctx.saved_tensors
+        a, w = ctx.saved_tensors
         dy = dy.contiguous()
-        da = _rows_launch(dy, None, w.transpose(1, 2), None, offsets, a.shape[0], ctx.blocks)[0]
-        dw = _wgrad_launch(a, None, dy, offsets, ctx.blocks)
-        return da, None, dw, None
-
-
-def grouped_swiglu(x: Tensor, gather: Tensor, offsets: Tensor, inv: Tensor, w_gate: Tensor, w_up: Tensor,
-                   blocks: MoEBlocks | None = None) -> Tensor:  # fmt: skip
-    """Sorted rows r: silu(x[gather[r]] @ w_gate[e]) * (x[gather[r]] @ w_up[e]) -> (N*k, H).
-    ``inv`` (N*k,) maps flat assignment index -> sorted row (used to scatter dx back)."""
-    return _GroupedSwiGLU.apply(x, gather, offsets, inv, w_gate, w_up, blocks or MoEBlocks())
+        return _rows(ctx.plan, PLAIN, dy, w.transpose(1, 2))[0], None, _wgrad(ctx.plan, a, dy)[0]
 
 
 def grouped_matmul(a: Tensor, offsets: Tensor, w: Tensor, blocks: MoEBlocks | None = None) -> Tensor:
     """a (M, K) sorted by expert, w (E, K, N): row r of expert e -> a[r] @ w[e]; returns (M, N)."""
-    return _GroupedMatmul.apply(a, offsets, w, blocks or MoEBlocks())
+    return _GroupedMatmul.apply(a, _Plan(offsets, a.shape[0], blocks or MoEBlocks()), w)
 
 
 def _check(x: Tensor, expert_idx: Tensor, expert_weight: Tensor, w_gate: Tensor, w_up: Tensor,
@@ -257,12 +300,10 @@ def moe_ffn(x: Tensor, expert_idx: Tensor, expert_weight: Tensor, w_gate: Tensor
     blocks = blocks or MoEBlocks()
     N, k = expert_idx.shape
     order, offsets = moe_permute(expert_idx, w_gate.shape[0])
-    inv = torch.empty_like(order)
-    inv[order] = torch.arange(order.numel(), device=order.device)  # flat assignment -> sorted row
     gather = (order // k).to(torch.int32)  # sorted row -> token
-    h = grouped_swiglu(x, gather, offsets, inv, w_gate, w_up, blocks)  # (N*k, H), sorted
-    y = grouped_matmul(h, offsets, w_down, blocks)  # (N*k, D), sorted
-    y = y[inv].view(N, k, -1)  # (N, k, D), token order
+    scatter = order.to(torch.int32)  # sorted row -> (token, slot) row of the output
+    plan = _Plan(offsets, order.numel(), blocks)
+    y = _Experts.apply(x, gather, scatter, plan, w_gate, w_up, w_down).view(N, k, -1)  # (N, k, D)
     return (y * expert_weight.to(y.dtype).unsqueeze(-1)).sum(1)  # (N, D)
 
 

@@ -155,12 +155,12 @@ def tune_quant(budget: float) -> None:
     print(f"TABLE quant DECODE = {Q.DECODE}", flush=True)
 
 
-MOE = [
-    (128, 64, 64, 8, 3),
-    (128, 128, 64, 8, 3),
-    (64, 128, 64, 4, 3),
+MOE = [  # the current default first
     (128, 128, 32, 8, 4),
-    (64, 64, 64, 4, 4),
+    (128, 128, 64, 8, 3),
+    (128, 64, 64, 8, 3),
+    (64, 128, 64, 4, 3),
+    (128, 128, 32, 8, 3),
 ]
 
 
