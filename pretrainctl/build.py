@@ -72,7 +72,9 @@ def build_model(cfg: DictConfig, tokenizer: Tokenizer) -> LanguageModel:
     return _make(cfg.arch, "arch", vocab_size=tokenizer.vocab_size)
 
 
-def build_objective(cfg: DictConfig, tokenizer: Tokenizer) -> Objective:
+def build_objective(cfg: DictConfig, tokenizer: Tokenizer, with_teacher: bool = True) -> Objective:
+    """``with_teacher=False`` (eval, generate) skips loading a distillation teacher."""
+    node = cfg.objective
     extra = {}
     objective_cls = get_class(cfg.objective._target_)
     if objective_cls.uses_mask_token:  # masked diffusion, MLM
@@ -82,7 +84,20 @@ def build_objective(cfg: DictConfig, tokenizer: Tokenizer) -> Objective:
                 "use tokenizer=bpe, unigram or bytes, which define one."
             )
         extra["mask_id"] = tokenizer.mask_id
-    return _make(cfg.objective, "objective", token_bytes=tokenizer.token_bytes(), **extra)
+    if objective_cls.uses_teacher:  # distillation: the teacher is a trained run, loaded here
+        if with_teacher and not node.get("teacher"):
+            raise UserError(
+                f"objective {objective_cls.__name__} needs objective.teacher=<run directory of a trained "
+                "teacher>."
+            )
+        extra["teacher"] = (
+            load_teacher(str(node.teacher), str(node.get("teacher_ckpt") or "last"), tokenizer)
+            if with_teacher
+            else None
+        )
+        settings = OmegaConf.to_container(node, resolve=True)
+        node = OmegaConf.create({k: v for k, v in settings.items() if k not in ("teacher", "teacher_ckpt")})
+    return _make(node, "objective", token_bytes=tokenizer.token_bytes(), **extra)
 
 
 def build_plan(cfg: DictConfig, model: LanguageModel) -> Plan:
@@ -114,8 +129,9 @@ def build_schedule(cfg: DictConfig, total_steps: int):
     return schedule
 
 
-def load_weights(model: LanguageModel, checkpoint: Path) -> None:
-    """Model weights from a Lightning checkpoint of a PretrainModule."""
+def load_weights(model: LanguageModel, checkpoint: Path, objective: Objective | None = None) -> None:
+    """Model weights from a Lightning checkpoint of a PretrainModule; with ``objective``, also the
+    objective's own weights (e.g. MTP modules, saved under ``objective.``) when the checkpoint has them."""
     if not checkpoint.is_file():
         raise UserError(f"checkpoint {checkpoint} does not exist.")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
@@ -126,6 +142,40 @@ def load_weights(model: LanguageModel, checkpoint: Path) -> None:
         raise UserError(
             f"the weights in {checkpoint} do not fit this architecture: {str(exc)[:300]}"
         ) from None
+    extra = {k.removeprefix("objective."): v for k, v in state.items() if k.startswith("objective.")}
+    if objective is not None and extra:
+        try:
+            objective.load_state_dict(extra)
+        except RuntimeError as exc:
+            raise UserError(f"the objective weights in {checkpoint} do not fit: {str(exc)[:300]}") from None
+
+
+def open_run(path: str, ckpt: str, setting: str = "run", ckpt_setting: str = "ckpt") -> tuple:
+    """-> (RunDir, checkpoint file, saved config, tokenizer) of a trained run; ``setting`` and
+    ``ckpt_setting`` name the options in error messages."""
+    run = RunDir(path)
+    if not run.is_run():
+        raise UserError(f"{setting}={path} is not a run directory (it has no config.yaml).")
+    checkpoint = run.checkpoint(ckpt)
+    if not checkpoint.is_file():
+        raise UserError(f"{ckpt_setting}={ckpt}: {checkpoint} does not exist; runs keep last and best.")
+    return run, checkpoint, OmegaConf.load(run.config), load_tokenizer(run.tokenizer)
+
+
+def load_teacher(path: str, ckpt: str, tokenizer: Tokenizer) -> LanguageModel:
+    """A distillation teacher from its run directory, in eval mode; it must share ``tokenizer``."""
+    run, checkpoint, cfg, teacher_tokenizer = open_run(
+        path, ckpt, "objective.teacher", "objective.teacher_ckpt"
+    )
+    if teacher_tokenizer.fingerprint() != tokenizer.fingerprint():
+        raise UserError(
+            f"objective.teacher={path} uses a different tokenizer than this run, and distillation needs "
+            f"the same one: train the student with tokenizer.path={run.tokenizer} (or the teacher's "
+            "tokenizer settings and data)."
+        )
+    teacher = build_model(cfg, teacher_tokenizer)
+    load_weights(teacher, checkpoint)
+    return teacher.eval()
 
 
 def build_experiment(cfg: DictConfig) -> Experiment:

@@ -13,6 +13,7 @@ from pretrainctl.module import PretrainModule
 from pretrainctl.runs import RunDir
 from pretrainctl.tokenizer.bytes import ByteTokenizer
 from tests.helpers import tiny_config
+from tests.objective.teacher import untrained_run
 
 
 def test_groups_are_the_documented_ones():
@@ -70,16 +71,21 @@ def test_data_options(option, cache_dir, tmp_path):
 
 
 @pytest.mark.parametrize("group", ["objective", "optim", "schedule", "scaling"])
-def test_training_options_build_a_module(group, cache_dir):
+def test_training_options_build_a_module(group, cache_dir, tmp_path):
     for option in options(group):
-        cfg = tiny_config([f"{group}={option}", "tokenizer=bytes"], cache_dir)
+        extra = []
+        if option == "distill":  # reads a teacher run directory (an untrained one is enough to build)
+            extra = [f"objective.teacher={untrained_run(tmp_path / 'teacher', [], cache_dir)}"]
+        cfg = tiny_config([f"{group}={option}", "tokenizer=bytes", *extra], cache_dir)
         if option == "flops":
             cfg.scaling.flops = 1e12
         exp = build.build_experiment(cfg)
         assert isinstance(exp.module, PretrainModule)
         assert exp.plan.steps >= 1 and exp.plan.tokens == exp.plan.steps * exp.plan.tokens_per_step
         optimizer = exp.module.optimizer_builder.build(exp.module)
-        assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(exp.model.parameters()))
+        # model and objective parameters (MTP modules), never a distillation teacher's
+        trainable = [p for p in exp.module.parameters() if p.requires_grad]
+        assert sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)
 
 
 @pytest.mark.parametrize("option", options("trainer"))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pretrainctl.arch.base import LanguageModel
-from pretrainctl.build import build_model, build_objective, load_weights
-from pretrainctl.errors import UserError
+from pretrainctl.build import build_model, build_objective, load_weights, open_run
 from pretrainctl.objective.base import Objective
 from pretrainctl.runs import RunDir
-from pretrainctl.tokenizer import Tokenizer, load_tokenizer
+from pretrainctl.tokenizer import Tokenizer
 
 
 @dataclass
@@ -24,15 +23,12 @@ class Trained:
 
 
 def load_trained(run_path: str, ckpt: str = "last") -> Trained:
-    run = RunDir(run_path)
-    if not run.is_run():
-        raise UserError(f"run={run_path} is not a run directory (it has no config.yaml).")
-    checkpoint = run.checkpoint(ckpt)
-    if not checkpoint.is_file():
-        raise UserError(f"ckpt={ckpt}: {checkpoint} does not exist; runs keep last and best.")
-    cfg = OmegaConf.load(run.config)
-    tokenizer = load_tokenizer(run.tokenizer)
+    """The run's model and objective with their trained weights (an objective's own modules, e.g.
+    MTP's, load too; a distillation objective comes without its teacher, which inference never uses)."""
+    run, checkpoint, cfg, tokenizer = open_run(run_path, ckpt)
     model = build_model(cfg, tokenizer)
-    load_weights(model, checkpoint)
+    objective = build_objective(cfg, tokenizer, with_teacher=False)
+    load_weights(model, checkpoint, objective)
     model.eval()
-    return Trained(run, cfg, tokenizer, model, build_objective(cfg, tokenizer))
+    objective.eval()
+    return Trained(run, cfg, tokenizer, model, objective)

@@ -43,6 +43,9 @@ class Objective(nn.Module):
     bpb_note: str | None = None
     # True: the constructor takes ``mask_id`` (the tokenizer's MASK token), passed by build.py.
     uses_mask_token: bool = False
+    # True: the constructor takes ``teacher`` (a trained model, or None for inference), which build.py
+    # loads from the run directory in ``objective.teacher`` (knowledge distillation).
+    uses_teacher: bool = False
     # The conf/generate.yaml node whose keys ``generate`` also takes (e.g. "diffusion"); None: none.
     sampling_options: str | None = None
 

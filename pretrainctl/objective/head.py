@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -38,11 +38,30 @@ class HeadLosses:
     uniform: torch.Tensor  # cross-entropy against the uniform distribution: lse - mean(logits)
 
 
-def _rows(head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor):
-    logits = head(hidden).float()  # (n, V)
+def logits_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """float32 logits (n, V), targets (n,) -> nll, lse, uniform (n,) as in ``HeadLosses``."""
     lse = torch.logsumexp(logits, dim=-1)  # (n,)
     nll = lse - logits.gather(-1, targets[:, None]).squeeze(-1)
     return nll, lse, lse - logits.mean(-1)
+
+
+def rows_losses(head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor):
+    return logits_losses(head(hidden).float(), targets)  # (n, V) float32 logits
+
+
+def chunked(fn: Callable[..., tuple[torch.Tensor, ...]], *rows: torch.Tensor, chunk_size: int | None):
+    """``fn(*rows)`` -> tuple of (N, ...) tensors, computed over ``chunk_size`` rows at a time under
+    activation checkpointing (backward recomputes one chunk at a time). None: all rows at once."""
+    if chunk_size is None or chunk_size >= rows[0].shape[0]:
+        return fn(*rows)
+    parts = []
+    for n0 in range(0, rows[0].shape[0], chunk_size):
+        part = [r[n0 : n0 + chunk_size] for r in rows]
+        if torch.is_grad_enabled() and any(r.requires_grad for r in part):
+            parts.append(checkpoint(fn, *part, use_reentrant=False))
+        else:
+            parts.append(fn(*part))
+    return tuple(torch.cat(cols) for cols in zip(*parts, strict=True))
 
 
 def head_losses(
@@ -53,16 +72,7 @@ def head_losses(
 ) -> HeadLosses:
     """hidden (N, D), targets (N,) -> per-token losses of ``head(hidden)`` (N, V). ``chunk_size``:
     tokens per chunk (None: all at once)."""
-    if chunk_size is None or chunk_size >= hidden.shape[0]:
-        return HeadLosses(*_rows(head, hidden, targets))
-    parts = []
-    for n0 in range(0, hidden.shape[0], chunk_size):
-        h, t = hidden[n0 : n0 + chunk_size], targets[n0 : n0 + chunk_size]
-        if torch.is_grad_enabled() and h.requires_grad:
-            parts.append(checkpoint(_rows, head, h, t, use_reentrant=False))
-        else:
-            parts.append(_rows(head, h, t))
-    return HeadLosses(*(torch.cat(cols) for cols in zip(*parts, strict=True)))
+    return HeadLosses(*chunked(partial(rows_losses, head), hidden, targets, chunk_size=chunk_size))
 
 
 def token_loss(losses: HeadLosses, z_loss: float, label_smoothing: float) -> torch.Tensor:
