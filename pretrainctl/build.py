@@ -53,6 +53,9 @@ class Experiment:
 def build_tokenizer(cfg: DictConfig, datamodule: PackedDataModule) -> Tokenizer:
     if cfg.get("init_from"):
         return load_tokenizer(RunDir(cfg.init_from).tokenizer)
+    carried = getattr(datamodule, "tokenizer_dir", None)  # pre-tokenized data (data=shards) fixes it
+    if carried is not None:
+        return load_tokenizer(carried)
     return build_tokenizer_spec(cfg).build(datamodule.train_texts(), Path(cfg.cache_dir))
 
 
@@ -64,8 +67,31 @@ def build_tokenizer_spec(cfg: DictConfig):
 def build_datamodule(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> PackedDataModule:
     """With ``tokenizer=None`` the module is built first and the tokenizer attached afterwards (the
     tokenizer trains on the module's training texts)."""
-    source = _make(cfg.data.source, "data.source")
-    return _make(cfg.data, "data", source=source, tokenizer=tokenizer, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    # data=shards and data=mixture have no single `source` (a prepared directory; several sources).
+    extra = {"source": _make(cfg.data.source, "data.source")} if "source" in cfg.data else {}
+    return _make(cfg.data, "data", **extra, tokenizer=tokenizer, seed=cfg.seed, cache_dir=cfg.cache_dir)
+
+
+def build_curation(cfg: DictConfig) -> tuple[object, list, object]:
+    """``pretrainctl data prepare``: the document source, the curation stages in order (``curation.stages``,
+    a mapping or list of ``_target_`` nodes; a null entry is switched off) and the tokenizer spec."""
+    if "source" not in cfg.data:
+        raise UserError("data prepare reads one document source; choose data=stdlib, files, hf or synthetic.")
+    nodes = cfg.curation.stages
+    items = list(nodes.items()) if isinstance(nodes, DictConfig) else list(enumerate(nodes or []))
+    stages = []
+    for key, node in items:
+        if node is None:
+            continue
+        try:
+            stage = _make(node, f"curation.stages.{key}")
+        except InstantiationException as exc:  # a stage's own check of its settings (ValueError)
+            raise UserError(f"bad setting in curation.stages.{key}: {exc.__cause__ or exc}") from None
+        for path in getattr(stage, "eval_files", None) or []:
+            if not Path(path).is_file():
+                raise UserError(f"curation.stages.{key}.eval_files: {path} does not exist.")
+        stages.append(stage)
+    return _make(cfg.data.source, "data.source"), stages, build_tokenizer_spec(cfg)
 
 
 def build_model(cfg: DictConfig, tokenizer: Tokenizer) -> LanguageModel:
@@ -187,6 +213,8 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         load_weights(model, RunDir(cfg.init_from).checkpoint("last"))
     objective = build_objective(cfg, tokenizer)
     plan = build_plan(cfg, model)
+    # Data phases and the MeCo cooldown switch at fractions of the run's global batches.
+    datamodule.set_horizon(plan.steps * cfg.trainer.accumulate_grad_batches * _world_size(cfg))
     schedule = build_schedule(cfg, plan.steps)
     optimizer = _make(cfg.optim, "optim")
     module = PretrainModule(model, objective, optimizer, schedule, plan.steps)

@@ -18,6 +18,7 @@ from rich.table import Table
 from pretrainctl.build import build_experiment, build_trainer
 from pretrainctl.callbacks import CheckpointSaver, GracefulStop, MetricsWriter, RichProgress, save_checkpoint
 from pretrainctl.errors import NonFiniteLossError, UserError
+from pretrainctl.optim.averaging import EMA
 from pretrainctl.runs import RunDir, git_commit, write_json
 
 console = Console(stderr=True)
@@ -46,6 +47,26 @@ def resume_config(run: RunDir, overrides: list[str]) -> DictConfig:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in extra]))
     cfg.resume = str(run.path)
     return cfg
+
+
+def decay_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, int]:
+    """``decay_from=<run>/checkpoints/step-N.ckpt``: that run's saved config with plain ``key=value``
+    overrides; the schedule's decay phase is set to the steps from N to ``trainer.max_steps``."""
+    checkpoint = Path(cfg.decay_from)
+    source = RunDir(checkpoint.parent.parent)
+    if not checkpoint.is_file() or not source.is_run():
+        raise UserError(f"decay_from={checkpoint} is not a checkpoint inside a run's checkpoints/ folder.")
+    step = torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
+    extra = [o.lstrip("+") for o in overrides if o.split("=", 1)[0].lstrip("+~") != "decay_from"]
+    new = OmegaConf.merge(OmegaConf.load(source.config), OmegaConf.from_dotlist(extra))
+    new.decay_from, new.resume = str(checkpoint), None
+    max_steps = new.trainer.max_steps
+    if max_steps is None or max_steps <= step:
+        raise UserError(f"decay_from: set trainer.max_steps to {step} + the decay steps (the checkpoint is at {step}).")
+    if "decay_steps" not in new.schedule:
+        raise UserError("decay_from needs a schedule with a decay phase: the source run must use schedule=wsd.")
+    new.schedule.decay_steps = int(max_steps) - step
+    return new, step
 
 
 def print_plan(exp, cfg: DictConfig, run: RunDir) -> None:
@@ -82,6 +103,8 @@ def run_train(
         cfg = resume_config(run, list(overrides))
     elif run.is_run() and rank == 0:
         raise UserError(f"{run.path} already holds a run; pass resume={run.path} to continue it.")
+    if cfg.get("decay_from"):
+        cfg, _ = decay_config(cfg, list(overrides))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, verbose=False)
@@ -108,9 +131,11 @@ def run_train(
     stopper = GracefulStop(run)
     trainer = build_trainer(
         cfg, run, exp.plan.steps,
-        [metrics, CheckpointSaver(run), stopper, RichProgress(tokens_per_step, console), *(callbacks or [])],
+        [metrics, *([EMA(run, cfg.ema.decay)] if cfg.get("ema") and cfg.ema.decay else []),
+         CheckpointSaver(run, every_n_steps=cfg.get("checkpoint", {}).get("every_n_steps")), stopper,
+         RichProgress(tokens_per_step, console), *(callbacks or [])],
     )  # fmt: skip
-    ckpt_path = None
+    ckpt_path = cfg.get("decay_from")  # weights, optimizer, data position: only the decay runs
     if resuming:
         ckpt_path = str(run.checkpoint("last"))
         step = torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]
@@ -159,6 +184,8 @@ def run_train(
         "device": device_name(cfg.trainer.accelerator),
         "git_commit": git_commit(),
         "objective_has_bpb": exp.objective.has_bpb,
+        # what the data stream served (mixture per phase, MeCo switch), from the batches consumed
+        **exp.datamodule.data_summary(steps * trainer.accumulate_grad_batches * trainer.world_size),
     }
     if not exp.objective.has_bpb:  # say so rather than leave a bare null (or print a fake number)
         summary["bpb_note"] = exp.objective.bpb_note or "bits per byte is not defined for this objective"

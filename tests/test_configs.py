@@ -9,10 +9,11 @@ import torch
 
 from pretrainctl import build
 from pretrainctl.cli import GROUPS, options
+from pretrainctl.data.prepare_cmd import run_prepare
 from pretrainctl.module import PretrainModule
 from pretrainctl.runs import RunDir
 from pretrainctl.tokenizer.bytes import ByteTokenizer
-from tests.helpers import tiny_config
+from tests.helpers import compose_config, tiny_config
 from tests.objective.teacher import untrained_run
 
 
@@ -58,19 +59,31 @@ def test_data_options(option, cache_dir, tmp_path):
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     (tmp_path / "hub" / "data").mkdir(parents=True)  # a dataset folder in hub layout
     pq.write_table(pa.table({"text": docs}), tmp_path / "hub" / "data" / "train-00000-of-00001.parquet")
+    if option == "shards":  # a tiny prepared directory (pretrainctl data prepare ... tokenize=true)
+        prep = compose_config(
+            "data_prepare",
+            ["data.source.max_files=12", "tokenizer=bytes", "curation=none", "workers=1", "tokenize=true",
+             f"out={tmp_path}/prepared"],
+            cache_dir,
+        )  # fmt: skip
+        run_prepare(prep, progress=False)
     extra = {
         "files": [f"data.source.paths=[{tmp_path}/d.jsonl]"],
         "hf": [f"data.source.path={tmp_path}/hub"],
         "stdlib": [],
+        "shards": [f"data.path={tmp_path}/prepared"],
+        "synthetic": ["data.source.task=modarith", "data.source.difficulty=2"],
+        "mixture": ["data.sources.core.max_files=12", "data.sources.web.max_files=12"],
     }[option]
     cfg = tiny_config([f"data={option}", "tokenizer=bytes", *extra], cache_dir)
     dm = build.build_datamodule(cfg, ByteTokenizer())
+    dm.set_horizon(100)  # build_experiment passes the plan's; mixture phases need one
     dm.setup()
     batch = next(iter(dm.train_dataloader()))["tokens"]
     assert batch.shape == (cfg.data.batch_size, cfg.data.seq_len + 1)
 
 
-@pytest.mark.parametrize("group", ["objective", "optim", "schedule", "scaling"])
+@pytest.mark.parametrize("group", ["objective", "optim", "schedule", "scaling", "guard"])
 def test_training_options_build_a_module(group, cache_dir, tmp_path):
     for option in options(group):
         extra = []
@@ -86,6 +99,14 @@ def test_training_options_build_a_module(group, cache_dir, tmp_path):
         # model and objective parameters (MTP modules), never a distillation teacher's
         trainable = [p for p in exp.module.parameters() if p.requires_grad]
         assert sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_experiment_presets_compose_and_build(option, cache_dir):
+    cfg = tiny_config([f"experiment={option}"], cache_dir)
+    exp = build.build_experiment(cfg)
+    optimizer = exp.module.optimizer_builder.build(exp.module)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(exp.module.parameters()))
 
 
 @pytest.mark.parametrize("option", options("trainer"))
@@ -114,3 +135,16 @@ def test_scaling_plans_derive_steps(cache_dir):
         ["tokenizer=bytes", "scaling=flops", "scaling.flops=1e12", "trainer.max_steps=7"], cache_dir
     )
     assert build.build_experiment(cfg).plan.steps == 7
+
+
+@pytest.mark.parametrize("option", options("curation"))
+def test_curation_options_build_their_stages(option, cache_dir, tmp_path):
+    evalset = tmp_path / "evalset.jsonl"
+    evalset.write_text(json.dumps({"text": "an evaluation item " * 5}) + "\n")
+    extra = [f"curation.stages.contamination.eval_files=[{evalset}]"] if option == "decontaminate" else []
+    cfg = compose_config("data_prepare", [f"curation={option}", "tokenizer=bytes", *extra], cache_dir)
+    source, stages, spec = build.build_curation(cfg)
+    assert [s.name for s in stages] == [
+        build._make(n, "test").name for n in cfg.curation.stages.values() if n is not None
+    ]
+    assert next(iter(source.stream("train")))["text"]

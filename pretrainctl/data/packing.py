@@ -38,3 +38,24 @@ def batch_rows(n_rows: int, batch_size: int, batch_index: int, seed: int) -> tor
     per_epoch = n_rows // batch_size
     epoch, within = divmod(batch_index, per_epoch)
     return epoch_order(n_rows, epoch, seed)[within * batch_size : (within + 1) * batch_size]
+
+
+def pack_with_prefixes(
+    docs_ids: Sequence[Sequence[int]], prefix_ids: Sequence[Sequence[int]], eos_id: int, row_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like ``pack_documents`` with ``prefix + document + EOS`` per document, plus a (N, row_len)
+    bool mask that is False on the prefix tokens (metadata conditioning: the model reads the prefix
+    but is not trained to predict it)."""
+    total = sum(len(p) + len(d) + 1 for p, d in zip(prefix_ids, docs_ids))
+    flat = torch.empty(total, dtype=torch.long)
+    mask = torch.ones(total, dtype=torch.bool)
+    pos = 0
+    for prefix, ids in zip(prefix_ids, docs_ids):
+        k, n = len(prefix), len(ids)
+        flat[pos : pos + k] = torch.as_tensor(prefix, dtype=torch.long)
+        mask[pos : pos + k] = False
+        flat[pos + k : pos + k + n] = torch.as_tensor(ids, dtype=torch.long)
+        flat[pos + k + n] = eos_id
+        pos += k + n + 1
+    n_rows = total // row_len
+    return flat[: n_rows * row_len].view(n_rows, row_len), mask[: n_rows * row_len].view(n_rows, row_len)
