@@ -217,7 +217,8 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     datamodule.set_horizon(plan.steps * cfg.trainer.accumulate_grad_batches * _world_size(cfg))
     schedule = build_schedule(cfg, plan.steps)
     optimizer = _make(cfg.optim, "optim")
-    module = PretrainModule(model, objective, optimizer, schedule, plan.steps)
+    guard = _make(cfg.guard, "guard") if cfg.get("guard") else None
+    module = PretrainModule(model, objective, optimizer, schedule, plan.steps, guard=guard)
     return Experiment(tokenizer, datamodule, model, objective, plan, module)
 
 

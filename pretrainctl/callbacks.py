@@ -47,8 +47,10 @@ class MetricsWriter(L.Callback):
         self._segment_start, self._step0 = time.perf_counter(), trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._losses.append(pl_module.last_loss)
         step = trainer.global_step
+        if outputs is None and getattr(pl_module, "_skipped", False):
+            return  # a batch the spike guard skipped: no step, no loss to average
+        self._losses.append(pl_module.last_loss)
         if step % self.every and step != trainer.max_steps:
             return
         now = time.perf_counter()
@@ -82,11 +84,20 @@ class MetricsWriter(L.Callback):
 
 
 class CheckpointSaver(L.Callback):
-    """last.ckpt after every validation, best.ckpt when the validation metric improves."""
+    """last.ckpt after every validation, best.ckpt when the validation metric improves, and with
+    ``every_n_steps`` also checkpoints/step-XXXXXX.ckpt every n optimizer steps (kept: WSD decay
+    branches start from them with ``decay_from=``, soups average them)."""
 
-    def __init__(self, run: RunDir, monitor: str = "val_bpb") -> None:
-        self.run, self.monitor = run, monitor
+    def __init__(self, run: RunDir, monitor: str = "val_bpb", every_n_steps: int | None = None) -> None:
+        self.run, self.monitor, self.every_n_steps = run, monitor, every_n_steps
         self.best = math.inf
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        path = self.run.checkpoints / f"step-{step:06d}.ckpt"
+        if self.every_n_steps and step and step % self.every_n_steps == 0 and not path.exists():
+            self.run.checkpoints.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(trainer, path)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":

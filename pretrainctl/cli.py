@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scaling_sweep": ("pretrainctl.scaling.sweep_cmd:hydra_task", "IsoFLOP grid of train runs"),
     "scaling_fit": ("pretrainctl.scaling.fit_cmd:hydra_task", "fit scaling laws to finished runs"),
     "data_prepare": ("pretrainctl.data.prepare_cmd:hydra_task", "curate a corpus; write a report and token shards"),
+    "checkpoint_soup": ("pretrainctl.optim.averaging:hydra_task", "average a run's last k step checkpoints"),
     "tokenizer_train": ("pretrainctl.tokenizer.train_cmd:hydra_task", "train a tokenizer into a directory"),
     "tokenizer_eval": ("pretrainctl.tokenizer.eval_cmd:hydra_task", "compare tokenizers on text"),
 }

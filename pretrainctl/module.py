@@ -22,6 +22,8 @@ class PretrainModule(L.LightningModule):
         objective) and ``grad_clip`` (max norm or None).
     schedule: ``(step, total_steps) -> LR multiplier``.
     total_steps: the plan's optimizer steps (the schedule's horizon).
+    guard: optional loss-spike guard (``optim/guard.py``): ``is_spike(loss)``, ``on_spike(module)``,
+        ``after_step(module)``; a spiking batch gets no backward and no optimizer step.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class PretrainModule(L.LightningModule):
         optimizer_builder,
         schedule: Callable[[int, int], float],
         total_steps: int,
+        guard=None,
     ) -> None:
         super().__init__()
         self.model, self.objective = model, objective
@@ -41,11 +44,14 @@ class PretrainModule(L.LightningModule):
         self.val_results: dict[str, float] = {}
         self.val_step = -1  # global step of the last validation
         self._val_sums: torch.Tensor | None = None
+        self.guard, self.lr_scale, self._skipped = guard, 1.0, False  # lr_scale: lowered by a rewind
 
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.objective.loss(self.model, batch)
         loss = out.loss.detach().item()  # one sync per step; the progress bar shows it anyway
+        if self.guard is not None and self._guard_skips(out.loss.detach()):
+            return None  # Lightning skips backward and the optimizer step for this batch
         if not torch.isfinite(out.loss):
             raise NonFiniteLossError(self.global_step, loss)
         self.last_loss = loss
@@ -56,26 +62,69 @@ class PretrainModule(L.LightningModule):
             total = total + aux
             self.last_metrics["aux_loss"] = float(aux)
         self.last_metrics.update(self.model.diagnostics())
+        if self.guard is not None:
+            self.last_metrics.update({"guard/spikes": self.guard.spikes, "guard/lr_scale": self.lr_scale})
         self.log("train/loss", out.loss.detach(), on_step=True, prog_bar=False)
         return total
 
+    def _guard_skips(self, loss: torch.Tensor) -> bool:
+        if self.trainer.world_size > 1:  # every rank must take the same decision
+            loss = self.trainer.strategy.reduce(loss, reduce_op="mean")
+        self._skipped = self.guard.is_spike(float(loss))
+        if self._skipped:
+            self.guard.on_spike(self)
+            self._set_lr()  # a rewind restored the optimizer's old LRs; apply the lowered scale now
+        return self._skipped
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self._skipped:
+            self._skipped = False
+            return
         # With gradient accumulation only every k-th batch ends in an optimizer step.
         if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
             self.model.after_optimizer_step()
+            if self.guard is not None:
+                self.guard.after_step(self)
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if not self._skipped:  # a skipped batch made no optimizer step: the schedule does not advance
+            scheduler.step()
+
+    def _lr_multiplier(self, step: int) -> float:
+        return self.schedule(step, self.total_steps) * self.lr_scale
+
+    def _set_lr(self) -> None:
+        scheduler = self.lr_schedulers()
+        for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * self._lr_multiplier(self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lr_scale"] = self.lr_scale
+        if self.guard is not None:
+            checkpoint["guard"] = self.guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.lr_scale = checkpoint.get("lr_scale", 1.0)
+        if self.guard is not None and "guard" in checkpoint:
+            self.guard.load_state_dict(checkpoint["guard"])
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
         # Clipping here (not via the Trainer flag) also gives the pre-clip norm to log for free.
         max_norm = self.optimizer_builder.grad_clip
+        # Per optimizer group (hidden, head, embedding, vector / muon): which part of the model spikes.
+        for i, group in enumerate(optimizer.param_groups):
+            norms = [p.grad.norm() for p in group["params"] if p.grad is not None]
+            if norms:
+                self.last_metrics[f"grad_norm/{group.get('name', i)}"] = float(torch.stack(norms).norm())
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm if max_norm else float("inf"))
         self.last_grad_norm = float(norm)
 
     def configure_optimizers(self):
         # Over this whole module: objectives may own trainable parameters (e.g. MTP modules).
         optimizer = self.optimizer_builder.build(self)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self.schedule(s, self.total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: self._lr_multiplier(s))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def current_lr(self) -> float:
