@@ -38,10 +38,8 @@ def compose_config(
 
 def tiny_config(overrides: list[str] = (), cache_dir: Path | None = None) -> DictConfig:
     base = TINY
-    if any(
-        o.startswith("tokenizer=") and o not in ("tokenizer=bpe", "tokenizer=unigram", "tokenizer=superbpe")
-        for o in overrides
-    ):
+    trained = ("tokenizer=bpe", "tokenizer=unigram", "tokenizer=superbpe", "tokenizer=bytebpe")
+    if any(o.startswith("tokenizer=") and o not in trained for o in overrides):
         base = [o for o in base if not o.startswith("tokenizer.")]  # e.g. bytes has no vocab_size
     if any(o.startswith("data=") and o != "data=stdlib" for o in overrides):
         base = [o for o in base if not o.startswith("data.source.")]

@@ -76,10 +76,11 @@ def resolve_tokenizers(cfg: DictConfig, texts: list[str]) -> list[tuple[str, str
     for entry in cfg.tokenizers:
         entry = str(entry)
         if entry in options("tokenizer"):
-            sizes = list(cfg.vocab_sizes) if cfg.get("vocab_sizes") else [None]
+            base = OmegaConf.load(CONF / "tokenizer" / f"{entry}.yaml")
+            sizes = list(cfg.vocab_sizes) if cfg.get("vocab_sizes") and "vocab_size" in base else [None]
             for v in sizes:
-                node = OmegaConf.load(CONF / "tokenizer" / f"{entry}.yaml")
-                if v is not None and "vocab_size" in node:
+                node = base.copy()
+                if v is not None:
                     node.vocab_size = int(v)
                 if cfg.get("train_bytes") and "train_bytes" in node:
                     node.train_bytes = int(cfg.train_bytes)

@@ -154,6 +154,8 @@ def train_superbpe(
     merges = learn_merges(
         pieces, list(words.values()), vocab, stage1_merges, progress=tick and tick("stage 1", stage1_merges)
     )
+    if len(merges) < stage1_merges == num_merges:  # plain BPE: no stage 2 to fall back on
+        raise _too_small(len(merges))
     # Code has few distinct words: when no subword pair occurs twice more, stage 2 starts early.
     stage1_merges = len(merges)
     if num_merges > stage1_merges:
@@ -171,11 +173,15 @@ def train_superbpe(
         )
         merges += more
         if len(merges) < num_merges:
-            raise UserError(
-                f"the training text supports only {len(merges)} merges (no pair occurs twice more); lower "
-                "tokenizer.vocab_size or raise tokenizer.train_bytes."
-            )
+            raise _too_small(len(merges))
     return SuperBPETokenizer(merges, stage1_merges, numbers, user_symbols)
+
+
+def _too_small(done: int) -> UserError:
+    return UserError(
+        f"the training text supports only {done} merges (no pair occurs twice more); lower "
+        "tokenizer.vocab_size or raise tokenizer.train_bytes."
+    )
 
 
 def budget_texts(texts: Iterable[str], budget_bytes: int) -> list[str]:
