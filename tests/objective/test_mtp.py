@@ -11,6 +11,7 @@ from pretrainctl.arch.dense import DenseTransformer
 from pretrainctl.errors import UserError
 from pretrainctl.evaluate.checkpoint import load_trained
 from pretrainctl.evaluate.generate import generate
+from pretrainctl.evaluate.run_eval import evaluate
 from pretrainctl.objective.ar import NextTokenObjective
 from pretrainctl.objective.mtp import MultiTokenObjective
 from pretrainctl.runs import RunDir
@@ -74,19 +75,28 @@ def test_depth_needs_long_enough_rows():
         setup(depth=0)
 
 
-def test_mtp_run_loss_falls_and_checkpoint_serves_eval_and_generate(tmp_path, cache_dir):
+@pytest.mark.slow
+def test_mtp_run_losses_fall(tmp_path, cache_dir):
     overrides = ["objective=mtp", "trainer.max_steps=40", "optim.lr=1e-2", "trainer.val_check_interval=40"]
     summary = run_train(tiny_config(overrides, cache_dir), tmp_path / "run")
-    run = RunDir(tmp_path / "run")
-    rows = [r for r in run.read_metrics() if "ntp_loss" in r]
+    rows = [r for r in RunDir(tmp_path / "run").read_metrics() if "ntp_loss" in r]
     assert len(rows) == 40 and all("mtp_loss_1" in r for r in rows)
     for key in ("ntp_loss", "mtp_loss_1"):
         first, last = (sum(r[key] for r in part) / 5 for part in (rows[:5], rows[-5:]))
         assert last < first - 0.5, (key, first, last)
     assert 0 < summary["val_bpb"] < 8
+
+
+def test_mtp_checkpoint_serves_eval_and_generate(tmp_path, cache_dir):
+    overrides = ["objective=mtp", "objective.depth=2", "trainer.max_steps=3", "trainer.val_check_interval=3"]
+    summary = run_train(tiny_config(overrides, cache_dir), tmp_path / "run")
+    run = RunDir(tmp_path / "run")
     trained = load_trained(str(run.path))
     state = torch.load(run.checkpoint("last"), weights_only=False)["state_dict"]
+    names = [name for name, _ in trained.objective.named_parameters()]
+    assert any(name.startswith("mtp.1.") for name in names)
     for name, p in trained.objective.named_parameters():
         torch.testing.assert_close(p, state[f"objective.{name}"], msg=name)
+    assert evaluate(str(run.path), limit_batches=4)["val_bpb"] == pytest.approx(summary["val_bpb"], rel=1e-5)
     text = generate(str(run.path), "def ", max_new_tokens=8, temperature=0.0)
     assert text[0].startswith("def ") and len(text[0]) > 4
