@@ -1,10 +1,14 @@
 import pytest
 
+from pretrainctl import build
+from pretrainctl.cli import options
 from pretrainctl.data.sources import StdlibSource
 from pretrainctl.errors import UserError
 from pretrainctl.tokenizer import load_tokenizer
 from pretrainctl.tokenizer.bytes import ByteSpec
+from pretrainctl.tokenizer.eval_cmd import parallel_samples
 from pretrainctl.tokenizer.sentencepiece import SentencePieceSpec
+from tests.helpers import tiny_config
 
 SAMPLES = [
     "def f(x):\n\t\treturn x  ** 2   # trailing   \n\n\n",
@@ -63,3 +67,33 @@ def test_bytes_round_trip():
 def test_vocabulary_larger_than_corpus_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="tokenizer.vocab_size=50000"):
         SentencePieceSpec(vocab_size=50_000, train_bytes=20_000).build(["tiny corpus text\n" * 50], tmp_path)
+
+
+@pytest.mark.parametrize("option", options("tokenizer"))
+def test_every_option_is_lossless_on_code_and_every_script(option, cache_dir):
+    """decode(encode(x)) == x and exact byte accounting on code, English and six non-Latin scripts."""
+    cfg = tiny_config([f"tokenizer={option}"], cache_dir)
+    tok = build.build_tokenizer(cfg, build.build_datamodule(cfg))
+    sizes = tok.token_bytes()
+    for text in [*SAMPLES, *parallel_samples().values()]:
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text
+        assert int(sizes[ids].sum()) == len(text.encode("utf-8"))
+    assert tok.mask_id is not None and sizes[tok.mask_id] == 0  # diffusion / MLM objectives need it
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_sentencepiece_options(tmp_path, corpus, model_type):
+    train, _ = corpus
+    tag = "<|lang:en|>"
+    tok = SentencePieceSpec(
+        model_type=model_type, vocab_size=600, train_bytes=200_000, numbers="group3", user_symbols=[tag]
+    ).build(train, tmp_path)
+    text = f"{tag}x = 1234567\n{SAMPLES[1]}"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text and ids[0] == tok.sp.piece_to_id(tag)
+    assert tok.encode_batch([text, "12345"]) == [ids, tok.encode("12345")]
+    nfkc = SentencePieceSpec(model_type=model_type, vocab_size=600, train_bytes=200_000, normalization="nfkc")
+    assert nfkc.build(train, tmp_path).decode(nfkc.build(train, tmp_path).encode("ﬁ ①")) == "fi 1"  # lossy
+    with pytest.raises(UserError, match="add_dummy_prefix"):
+        SentencePieceSpec(numbers="group3", add_dummy_prefix=True)

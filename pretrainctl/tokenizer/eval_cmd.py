@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from importlib.resources import files
 from pathlib import Path
 
@@ -89,7 +90,9 @@ def resolve_tokenizers(cfg: DictConfig, texts: list[str]) -> list[tuple[str, str
                     sub.tokenizer = node
                 size = node.get("vocab_size", 260)
                 console.print(f"[dim]{entry} (vocabulary {size}): from the cache or trained now[/dim]")
+                start = time.perf_counter()
                 tok = build.build_tokenizer_spec(sub).build(texts, Path(cfg.cache_dir))
+                tok.build_s = time.perf_counter() - start  # training time, or loading time when cached
                 out.append((f"{entry}-{tok.vocab_size}" if v else entry, entry, tok))
         elif Path(entry).expanduser().is_dir():
             tok = load_path(entry, key="tokenizers entry")
@@ -132,7 +135,11 @@ def run_tokenizer_eval(cfg: DictConfig) -> dict:
     results = []
     for label, family, tok in resolve_tokenizers(cfg, train_texts):
         row = {"tokenizer": label, "family": family, "vocab_size": tok.vocab_size}
+        start = time.perf_counter()
         row[name] = text_stats(tok, docs)
+        row["encode_s"] = time.perf_counter() - start  # encoding and counting the held-out text
+        if hasattr(tok, "build_s"):
+            row["train_or_load_s"] = tok.build_s
         if samples:
             per = {lang: text_stats(tok, [text]) for lang, text in samples.items()}
             for lang in per:
