@@ -2,6 +2,14 @@
 final RMSNorm, tied or untied head — plus the accounting, the incremental-decoding cache and the
 hooks (auxiliary loss, per-step update, diagnostics) gathered from whatever the blocks contain.
 
+µP (Yang et al., 2022, "Tensor Programs V", arXiv:2203.03466), on with ``mup_base_width`` (the width
+whose hyperparameters are tuned; width_mult = d_model / mup_base_width): hidden matrices are
+initialized with std init_std / sqrt(width_mult) (variance ~ 1/fan_in), the final hidden state is
+multiplied by 1 / width_mult (the output multiplier: logits scale like 1/width), attention logits use
+1/head_dim instead of 1/sqrt(head_dim) (matched at the base width; widths grow at a fixed head count),
+and the optimizer divides Adam's LR of hidden matrices by width_mult (optim/groups.py). Embeddings
+and norms keep their init and LR. At width_mult 1 the model is exactly the standard one.
+
 A family file only says which mixer (attention, MLA, SSM, ...) and which feed-forward (SwiGLU, MoE)
 each layer gets. Mixers provide ``forward(x, causal=, cache=, pos=)``, ``init_cache``,
 ``flops_per_token(seq_len)`` (FLOPs that are not weight products: attention scores, scans),
@@ -72,9 +80,11 @@ class Decoder(LanguageModel):
         norm_eps: float,
         init_std: float,
         backend: str = "torch",
+        mup_base_width: int | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size, self.d_model, self.n_layers = vocab_size, d_model, n_layers
+        self.mup_width_mult = d_model / mup_base_width if mup_base_width else 1.0
         self.tie_embeddings = tie_embeddings
         # Registration order (embed, blocks, norm, head) fixes the order of the init draws.
         self.embed = nn.Embedding(vocab_size, d_model)
@@ -82,6 +92,10 @@ class Decoder(LanguageModel):
         self.norm = RMSNorm(d_model, norm_eps)
         self.head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
         self._init(init_std)
+        if self.mup_width_mult != 1.0:
+            for module in self.modules():
+                if hasattr(module, "head_dim") and hasattr(module, "scale"):
+                    module.scale = 1.0 / math.sqrt(module.head_dim * self.mup_width_mult)
         self.set_backend(backend)
 
     def set_backend(self, backend: str) -> None:
@@ -101,6 +115,8 @@ class Decoder(LanguageModel):
             if p.dim() < 2 or getattr(p, "keep_init", False):
                 continue
             scale = 1 / math.sqrt(2 * self.n_layers) if name.endswith(RESIDUAL_OUTPUTS) else 1.0
+            if p is not self.embed.weight and p is not self.head_weight():  # µP: hidden var ~ 1/fan_in
+                scale /= math.sqrt(self.mup_width_mult)
             nn.init.normal_(p, std=std * scale)
 
     def head_weight(self) -> torch.Tensor:
@@ -111,7 +127,11 @@ class Decoder(LanguageModel):
         x = self.embed(tokens)  # (B, T, D)
         for block in self.blocks:
             x = block(x, causal=causal)
-        return self.norm(x)
+        return self._output(self.norm(x))
+
+    def _output(self, h: torch.Tensor) -> torch.Tensor:
+        """µP's output multiplier on the final hidden state, so every head (fused, chunked) sees it."""
+        return h if self.mup_width_mult == 1.0 else h / self.mup_width_mult
 
     # -- incremental decoding ---------------------------------------------------------------------
     def init_cache(self, batch: int, max_len: int) -> DecodeCache:
@@ -130,7 +150,7 @@ class Decoder(LanguageModel):
         for block, layer_cache in zip(self.blocks, cache.layers, strict=True):
             x = block(x, causal=True, cache=layer_cache, pos=cache.pos)
         cache.pos += t
-        return self.norm(x)
+        return self._output(self.norm(x))
 
     # -- hooks gathered from the blocks -----------------------------------------------------------
     def _ffn_hooks(self, name: str) -> list[tuple[int, Callable]]:

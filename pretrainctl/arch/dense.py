@@ -52,6 +52,7 @@ class DenseTransformer(Decoder):
     softcap: tanh cap on attention logits (None = off).
     window, global_every: sliding-window size and local-global interleaving (module docstring).
     backend: "torch" or "triton" (pretrainctl_kernels; falls back to torch where Triton cannot run).
+    mup_base_width: µP's base width (decoder.py); None = standard parametrization.
     """
 
     def __init__(
@@ -71,8 +72,11 @@ class DenseTransformer(Decoder):
         window: int | None = None,
         global_every: int | None = None,
         backend: str = "torch",
+        mup_base_width: int | None = None,
     ) -> None:
         n_kv_heads = n_kv_heads or n_heads
+        if mup_base_width is not None and mup_base_width < 1:
+            raise UserError(f"arch.mup_base_width={mup_base_width} must be a positive width (or null).")
         check_attention(d_model, n_heads, n_kv_heads, softcap, window, global_every)
         check_backend(backend)
         hidden = mlp_hidden or swiglu_hidden(d_model)
@@ -85,5 +89,6 @@ class DenseTransformer(Decoder):
             return Block(d_model, attn, SwiGLU(d_model, hidden), norm_eps)
 
         super().__init__(
-            vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std, backend
-        )
+            vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std, backend,
+            mup_base_width,
+        )  # fmt: skip

@@ -162,6 +162,7 @@ class Attention(nn.Module):
             raise ValueError(f"n_heads={n_heads} is not a multiple of n_kv_heads={n_kv_heads}")
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, dim // n_heads
         self.softcap, self.window = softcap, window
+        self.scale: float | None = None  # None: 1/sqrt(head_dim); µP sets 1/head_dim-like (decoder.py)
         self.q = nn.Linear(dim, n_heads * self.head_dim, bias=False)
         self.k = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
         self.v = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
@@ -186,7 +187,9 @@ class Attention(nn.Module):
         if cache is not None:
             cache.k[:, pos : pos + T], cache.v[:, pos : pos + T] = k, v
             k, v = cache.k[:, : pos + T], cache.v[:, : pos + T]  # (B, S, K, E)
-        out = self.attend_fn(q, k, v, causal=causal, window=self.window, softcap=self.softcap)
+        out = self.attend_fn(
+            q, k, v, causal=causal, window=self.window, softcap=self.softcap, scale=self.scale
+        )
         return self.o(out.reshape(B, T, -1))
 
     def init_cache(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> KVCache:

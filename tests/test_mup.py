@@ -1,0 +1,47 @@
+"""µP: at width_mult 1 the model is the standard one; the hidden-matrix LR scales as 1/width_mult;
+and the coordinate check passes: layer outputs move by a width-independent amount under µP while
+they grow with width under the standard parametrization (SP)."""
+
+import pytest
+import torch
+
+from pretrainctl.arch.dense import DenseTransformer
+from pretrainctl.optim.adamw import AdamWBuilder
+from pretrainctl.optim.coord_check import coord_check, growth
+from pretrainctl.optim.muon import MuonBuilder, NewtonSchulz
+
+
+def test_width_mult_one_is_the_standard_model():
+    torch.manual_seed(0)
+    sp = DenseTransformer(50, d_model=32, n_layers=2, n_heads=4)
+    torch.manual_seed(0)
+    mup = DenseTransformer(50, d_model=32, n_layers=2, n_heads=4, mup_base_width=32)
+    tokens = torch.randint(0, 50, (2, 9))
+    for p, q in zip(sp.parameters(), mup.parameters(), strict=True):
+        assert torch.equal(p, q)
+    torch.testing.assert_close(sp(tokens), mup(tokens))
+
+
+def test_mup_scales_init_output_and_hidden_lr():
+    torch.manual_seed(0)
+    model = DenseTransformer(50, d_model=128, n_layers=2, n_heads=4, mup_base_width=32)  # width_mult 4
+    assert model.mup_width_mult == 4.0
+    q = model.blocks[0].attn.q.weight
+    assert float(q.std()) == pytest.approx(0.02 / 2, rel=0.05)  # init_std / sqrt(4)
+    assert float(model.embed.weight.std()) == pytest.approx(0.02, rel=0.05)
+    groups = {g["name"]: g["lr"] for g in AdamWBuilder(lr=4e-3).build(model).param_groups}
+    assert groups["hidden"] == pytest.approx(1e-3) and groups["embedding"] == groups["vector"] == 4e-3
+    # Muon's own per-shape rule handles width: its LR is not divided again
+    muon = MuonBuilder(NewtonSchulz(), lr=0.02).build(model).param_groups[0]
+    assert muon["name"] == "muon" and muon["lr"] == 0.02
+
+
+def test_coordinate_check_flat_under_mup_growing_under_sp():
+    torch.manual_seed(1)
+    batches = [torch.randint(0, 64, (4, 33)) for _ in range(4)]
+    widths = [32, 64, 128, 256]
+    sp = coord_check(widths, batches, vocab_size=64, mup_base_width=None, lr=1e-2)
+    mup = coord_check(widths, batches, vocab_size=64, mup_base_width=32, lr=1e-2)
+    for layer in ("block0", "block1", "logits"):
+        assert 0.5 < growth(mup, layer) < 2.0, (layer, mup)
+    assert growth(sp, "block1") > 5 and growth(sp, "logits") > 2, sp  # measured 223x and 4.5x
