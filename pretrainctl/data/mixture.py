@@ -244,7 +244,16 @@ class MixtureDataModule(StreamDataModule):
                 "sampled": {s: c / rows for s, c in counts.items()} if rows else None,
             })  # fmt: skip
             start = end
-        return {"data_mixture": {"sampling": self.sampling, "phases": phases}}
+        out: dict[str, Any] = {"data_mixture": {"sampling": self.sampling, "phases": phases}}
+        if self.meco_cooldown is not None:
+            switch = self.switch_batch(1.0 - self.meco_cooldown)
+            out["data_meco"] = {
+                "cooldown": self.meco_cooldown,
+                "switch_batch": switch,
+                "metadata_batches": min(switch, consumed_batches),
+                "plain_batches": max(0, consumed_batches - switch),
+            }
+        return out
 
     def train_texts(self) -> list[str]:
         return [t for p in self.parts.values() for t in p.train_texts()]
