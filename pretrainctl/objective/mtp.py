@@ -15,6 +15,12 @@ whatever the main architecture is; they live in this objective (an ``nn.Module``
 with the model, are saved under ``objective.`` in checkpoints, and are simply not used for
 inference: validation ``nll`` and ``generate`` use the main model alone (the plain AR likelihood),
 and the main-head loss is logged as ``ntp_loss`` to compare with ``objective=ar``.
+
+Optionally (``pretrainctl generate ... mtp.speculative=true temperature=0``) the MTP modules draft
+``depth`` tokens beyond the main model's next one, and one forward of the main model verifies them
+all (self-speculative decoding, as DeepSeek-V3 suggests in section 2.2): the longest prefix of
+drafts the main model agrees with is kept, plus the main model's own next token, so the output is
+exactly greedy decoding with the main model, in fewer main-model forwards.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from pretrainctl.arch.layers import Attention, RMSNorm, SwiGLU, swiglu_hidden
 from pretrainctl.errors import UserError
 from pretrainctl.objective.ar import NextTokenObjective, shifted
 from pretrainctl.objective.base import LossOutput
+from pretrainctl.objective.sampling import sample_autoregressive
 
 
 class MTPModule(nn.Module):
@@ -52,6 +59,8 @@ class MTPModule(nn.Module):
 
 
 class MultiTokenObjective(NextTokenObjective):
+    sampling_options = "mtp"  # conf/generate.yaml: mtp.speculative
+
     """Args (beyond NextTokenObjective's, whose head knobs apply to every depth):
     d_model, n_heads: width and heads of the MTP blocks (conf: the architecture's).
     depth: number of sequential MTP modules (D in the paper).
@@ -120,3 +129,57 @@ class MultiTokenObjective(NextTokenObjective):
             metrics[f"mtp_loss_{k}"] = loss_k.detach()
         metrics["ntp_loss"] = main.detach()
         return LossOutput(loss=total, n_targets=n, metrics=metrics)
+
+    @torch.no_grad()
+    def generate(
+        self, model: LanguageModel, prompt: torch.Tensor, speculative: bool = False, **sampling
+    ) -> torch.Tensor:
+        """Plain sampling with the main model; with ``speculative`` greedy self-speculative decoding
+        (module docstring), which gives the same tokens. ``last_decode`` then holds the number of
+        main-model forwards and of drafted and accepted tokens."""
+        if not speculative:
+            return sample_autoregressive(model, prompt, **sampling)
+        if sampling["temperature"] > 0:
+            raise UserError("mtp.speculative=true decodes greedily; pass temperature=0 with it.")
+        if prompt.shape[1] + sampling["max_new_tokens"] + self.depth > sampling["max_context"]:
+            # Verification re-reads the whole sequence, which must fit the model's context.
+            return sample_autoregressive(model, prompt, **sampling)
+        return self._speculative_greedy(model, prompt, sampling["max_new_tokens"], sampling.get("stop_id"))
+
+    def _draft(self, model: LanguageModel, hidden: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, D) of ``seq[:, :T]``; seq (B, T + 1) ends with the main model's next token ->
+        seq extended by ``depth`` greedy MTP drafts (B, T + 1 + depth)."""
+        T, h = hidden.shape[1], hidden
+        for k, module in enumerate(self.mtp, start=1):
+            h = module(h, model.embed(seq[:, k : k + T]))  # (B, T, D): position i reads t_{i+k}
+            nxt = model.logits(module.norm(h[:, -1])).argmax(-1, keepdim=True)  # predicts t_{T+k}
+            seq = torch.cat([seq, nxt], dim=1)
+        return seq
+
+    def _speculative_greedy(
+        self, model: LanguageModel, prompt: torch.Tensor, max_new_tokens: int, stop_id: int | None
+    ) -> torch.Tensor:
+        if prompt.shape[0] != 1:
+            raise ValueError("speculative decoding runs one sequence at a time")
+        self._follow_backend(model)
+        limit = prompt.shape[1] + max_new_tokens
+        ids, hidden = prompt, model(prompt, causal=True)  # hidden (1, T, D) of ids
+        forwards, drafted, accepted = 1, 0, 0
+        start = prompt.shape[1]
+        while ids.shape[1] < limit and not (stop_id is not None and bool((ids[0, start:] == stop_id).any())):
+            T = ids.shape[1]
+            nxt = model.logits(hidden[:, -1]).argmax(-1, keepdim=True)  # (1, 1), certain
+            seq = self._draft(model, hidden, torch.cat([ids, nxt], dim=1))  # (1, T + 1 + depth)
+            verify = model(seq, causal=True)  # (1, T + 1 + depth, D)
+            forwards += 1
+            says = model.logits(verify[:, T:-1]).argmax(-1)  # (1, depth): the main model's t_{T+1..}
+            agree = (says == seq[:, T + 1 :]).int().cumprod(-1).sum()
+            drafted, accepted = drafted + self.depth, accepted + int(agree)
+            keep = T + 1 + int(agree)
+            ids, hidden = seq[:, :keep], verify[:, :keep]  # causal: the prefix's states are final
+        if stop_id is not None:  # cut after the first stop token among the new ones
+            new = ids[0, start:].tolist()
+            if stop_id in new:
+                ids = ids[:, : start + new.index(stop_id) + 1]
+        self.last_decode = {"forwards": forwards, "drafted": drafted, "accepted": accepted}
+        return ids[:, :limit]

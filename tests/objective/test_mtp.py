@@ -100,3 +100,45 @@ def test_mtp_checkpoint_serves_eval_and_generate(tmp_path, cache_dir):
     assert evaluate(str(run.path), limit_batches=4)["val_bpb"] == pytest.approx(summary["val_bpb"], rel=1e-5)
     text = generate(str(run.path), "def ", max_new_tokens=8, temperature=0.0)
     assert text[0].startswith("def ") and len(text[0]) > 4
+    fast = generate(
+        str(run.path), "def ", max_new_tokens=8, temperature=0.0, options={"mtp": {"speculative": True}}
+    )
+    assert fast == text
+
+
+def greedy(obj, model, prompt, speculative, n=30, stop_id=None):
+    return obj.generate(
+        model, prompt, speculative=speculative, max_new_tokens=n, temperature=0.0, top_k=None,
+        generator=torch.Generator(), max_context=64, stop_id=stop_id,
+    )  # fmt: skip
+
+
+def test_speculative_greedy_equals_plain_greedy():
+    model, obj = setup(depth=2, weight=1.0, seed=1)
+    prompt = torch.tensor([[3, 4, 5]])
+    untrained = greedy(obj, model, prompt, False)
+    assert torch.equal(greedy(obj, model, prompt, True), untrained)
+    # Train on a counting pattern (t_{i+1} = t_i + 1 mod 10) so the MTP drafts get accepted.
+    opt = torch.optim.AdamW([*model.parameters(), *obj.parameters()], lr=1e-2)
+    torch.manual_seed(0)
+    for _ in range(60):
+        start = torch.randint(0, 10, (8, 1))
+        tokens = (start + torch.arange(24)) % 10
+        loss = obj.loss(model, {"tokens": tokens}).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    plain = greedy(obj, model, prompt, False)
+    spec = greedy(obj, model, prompt, True)
+    assert torch.equal(spec, plain) and spec.shape[1] == 3 + 30
+    stats = obj.last_decode
+    assert stats["accepted"] > 0 and stats["forwards"] < 30, stats
+    # a stop token ends both at the same place
+    stop = int(plain[0, 10])
+    assert torch.equal(
+        greedy(obj, model, prompt, True, stop_id=stop), greedy(obj, model, prompt, False, stop_id=stop)
+    )
+    with pytest.raises(UserError, match="temperature=0"):
+        obj.generate(model, prompt, speculative=True, max_new_tokens=4, temperature=0.8, top_k=None,
+                     generator=torch.Generator(), max_context=64)  # fmt: skip
