@@ -232,6 +232,37 @@ def bench_moe(c: Ctx) -> None:
     r_l = measure(c, "moe", case, "per_expert_loop", loop, flops=flops)
     ratio("moe", case, o, r_g, "sort+_grouped_mm")
     ratio("moe", case, o, r_l, "per_expert_loop")
+    _moe_parts(c, x.detach(), idx, wg.detach(), wu.detach(), wd.detach())
+
+
+def _moe_parts(c: Ctx, x: torch.Tensor, idx: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor,
+               wd: torch.Tensor) -> None:  # fmt: skip
+    """Where moe_ffn's fwd+bwd time goes: each of its launches timed alone (torch glue not listed)."""
+    from pretrainctl_kernels import moe as Mo
+
+    (N, K), (E, D, H) = idx.shape, wg.shape
+    M = N * K
+    order, offsets = Mo.moe_permute(idx, E)
+    gather, scatter = (order // K).to(torch.int32), order.to(torch.int32)
+    plan = Mo._Plan(offsets, M, Mo.MoEBlocks())
+    h, g, u = Mo._rows(plan, Mo.SWIGLU, x, wg, gather=gather, b2=wu, save_pre=True)
+    dy = torch.randn(M, D, device=c.dev, dtype=c.dt)
+    wgt, wut, wdt = (w.transpose(1, 2) for w in (wg, wu, wd))
+    d_g, d_u = Mo._rows(plan, Mo.SWIGLU_BWD, dy, wdt, gather=scatter, pre=(g, u))
+    R, P = Mo._rows, plan
+    parts = {
+        "routing (sort, offsets, tile list)": (lambda: Mo._Plan(Mo.moe_permute(idx, E)[1], M, P.blocks), 0),
+        "fwd gate+up GEMM, SwiGLU": (lambda: R(P, Mo.SWIGLU, x, wg, gather=gather, b2=wu, save_pre=True),
+                                     4 * M * D * H),
+        "fwd down GEMM, scatter": (lambda: R(P, Mo.PLAIN, h, wd, scatter=scatter), 2 * M * H * D),
+        "bwd d_act GEMM, SwiGLU bwd": (lambda: R(P, Mo.SWIGLU_BWD, dy, wdt, gather=scatter, pre=(g, u)),
+                                       2 * M * D * H),
+        "bwd dx dual GEMM": (lambda: R(P, Mo.DUAL, d_g, wgt, a2=d_u, b2=wut, scatter=scatter), 4 * M * H * D),
+        "bwd dW gate+up": (lambda: Mo._wgrad(P, x, d_g, gather_a=gather, g2=d_u), 4 * M * D * H),
+        "bwd dW down": (lambda: Mo._wgrad(P, h, dy, gather_g=scatter), 2 * M * H * D),
+    }  # fmt: skip
+    for name, (fn, flops) in parts.items():
+        measure(c, "moe", f"part: {name}", "triton", fn, flops=flops or None)
 
 
 # -------------------------------------------------------------------------------------------- losses

@@ -36,7 +36,12 @@ class MoEBlocks:
     """Tile sizes (rows, cols, reduction) and launch settings for both grouped kernels; ``None`` fields
     take ``DEFAULT`` (picked by the sweep in tune.py on an H200). Tests pass large tiles."""
 
-    DEFAULT = (128, 128, 32, 8, 4)  # (bm, bn, bk, num_warps, num_stages)
+    DEFAULT = (128, 128, 64, 8, 3)  # (bm, bn, bk, num_warps, num_stages); bench/results/h200_kernels_run5.txt
+    SMEM = 200 * 1024  # pipeline buffers must fit the multiprocessor's shared memory (227 KiB on sm_90)
+
+    def stages(self, tile_bytes: int) -> int:
+        """num_stages, lowered until the stages' operand tiles fit SMEM (float32 inputs, dual operands)."""
+        return max(1, min(self.num_stages, self.SMEM // max(tile_bytes, 1)))
 
     def __init__(self, bm: int | None = None, bn: int | None = None, bk: int | None = None,
                  num_warps: int | None = None, num_stages: int | None = None) -> None:  # fmt: skip
@@ -159,7 +164,9 @@ def moe_permute(expert_idx: Tensor, num_experts: int) -> tuple[Tensor, Tensor]:
     ``order // k`` is the token -- and ``offsets`` (E+1,) int32 with expert e's rows in
     [offsets[e], offsets[e+1])."""
     flat = expert_idx.reshape(-1)  # (N*k,)
-    order = torch.argsort(flat, stable=True)
+    # Narrow keys: the GPU radix sort makes one pass per key byte, so int16 ids sort 4x faster than int64.
+    keys = flat.to(torch.int16 if num_experts <= torch.iinfo(torch.int16).max else torch.int32)
+    order = torch.argsort(keys, stable=True)
     counts = torch.bincount(flat, minlength=num_experts)
     offsets = torch.zeros(num_experts + 1, dtype=torch.int32, device=flat.device)
     offsets[1:] = counts.cumsum(0)
@@ -201,13 +208,15 @@ def _rows(plan: _Plan, mode: int, a: Tensor, b1: Tensor, *, gather: Tensor | Non
     if save_pre:
         pre_g, pre_u = torch.empty_like(out), torch.empty_like(out)
     grid = (plan.tile_e.numel(), triton.cdiv(N, bl.bn))
+    n_a, n_b = (2 if mode == DUAL else 1), (2 if mode in (SWIGLU, DUAL) else 1)
+    stages = bl.stages((n_a * bl.bm * bl.bk * a.element_size()) + n_b * bl.bk * bl.bn * b1.element_size())
     te = plan.tile_e  # stands in for absent index pointers (never read)
     _grouped_rows[grid](a, gather if gather is not None else te, a2 if a2 is not None else a, b1,
                         b2 if b2 is not None else b1, out, c2, pre_g, pre_u,
                         scatter if scatter is not None else te, te, plan.tile_row, plan.offsets, K, N, E,
                         *a.stride(), *b1.stride(), *out.stride(), MODE=mode, HAS_GATHER=gather is not None,
                         HAS_SCATTER=scatter is not None, SAVE_PRE=save_pre, BM=bl.bm, BN=bl.bn, BK=bl.bk,
-                        num_warps=bl.num_warps, num_stages=bl.num_stages)  # fmt: skip
+                        num_warps=bl.num_warps, num_stages=stages)  # fmt: skip
     if mode == SWIGLU_BWD:
         return out, c2
     return (out, pre_g, pre_u) if save_pre else (out,)
@@ -222,12 +231,14 @@ def _wgrad(plan: _Plan, a: Tensor, g: Tensor, *, gather_a: Tensor | None = None,
     out = torch.empty(E, KA, N, device=a.device, dtype=a.dtype)
     out2 = torch.empty_like(out) if g2 is not None else out
     grid = (E, triton.cdiv(KA, bl.bm), triton.cdiv(N, bl.bn))
+    n_g = 2 if g2 is not None else 1
+    stages = bl.stages(bl.bk * (bl.bm * a.element_size() + n_g * bl.bn * g.element_size()))
     dummy = plan.offsets  # stands in for absent index pointers (never read)
     _grouped_wgrad[grid](a, gather_a if gather_a is not None else dummy, g, g2 if g2 is not None else g,
                          gather_g if gather_g is not None else dummy, out, out2, plan.offsets, KA, N,
                          *a.stride(), *g.stride(), *out.stride(), HAS_GATHER_A=gather_a is not None,
                          HAS_GATHER_G=gather_g is not None, DUAL=g2 is not None, BM=bl.bm, BN=bl.bn, BK=bl.bk,
-                         num_warps=bl.num_warps, num_stages=bl.num_stages)  # fmt: skip
+                         num_warps=bl.num_warps, num_stages=stages)  # fmt: skip
     return (out, out2) if g2 is not None else (out,)
 
 
@@ -249,7 +260,9 @@ class _Experts(torch.autograd.Function):
     def backward(ctx, dy: Tensor):
         x, gather, scatter, w_gate, w_up, w_down, h, g, u = ctx.saved_tensors
         plan = ctx.plan
-        dy = dy.contiguous()  # (M, D), (token, slot) order; row `scatter[r]` belongs to sorted row r
+        # (M, D) in (token, slot) order, row scatter[r] belonging to sorted row r; in the forward's dtype
+        # (under autocast the incoming gradient can be float32).
+        dy = dy.to(h.dtype).contiguous()
         d_g, d_u = _rows(plan, SWIGLU_BWD, dy, w_down.transpose(1, 2), gather=scatter, pre=(g, u))  # (M, H)
         wg_t, wu_t = w_gate.transpose(1, 2), w_up.transpose(1, 2)  # (E, H, D) views
         (dxs,) = _rows(plan, DUAL, d_g, wg_t, a2=d_u, b2=wu_t, scatter=scatter)  # (M, D), (token, slot) order

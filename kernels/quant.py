@@ -95,7 +95,7 @@ def _int8_mm(X, Q, S, O, W, CNT, M, N, K, s_xm, s_xk, s_qn, s_qk, s_om, s_on,
 def _int4_mm(X, P, S, Z, O, W, CNT, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn, s_sg, s_om, s_on,
              BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr):
     """BK divides the group size, so one (scale, zero) per row covers a whole K tile. Grid as _int8_mm.
-    GEMV factors the zero point out of the tile's sum: sum_k (q - z) s x = s (sum_k q x - z sum_k x)."""
+    Both paths factor the zero point out of the tile's sum: sum_k (q - z) s x = s (sum_k q x - z sum_k x)."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(2)
     rm = pid_m * BM + tl.arange(0, BM)
@@ -114,9 +114,11 @@ def _int4_mm(X, P, S, Z, O, W, CNT, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn
         g = k0 // group
         s = tl.load(S + rn * s_sn + g * s_sg, mask=nmask, other=0.0).to(tl.float32)  # (BN,)
         z = tl.load(Z + rn * s_sn + g * s_sg, mask=nmask, other=0.0).to(tl.float32)
-        lo = (b & 15).to(tl.float32)
-        hi = (b >> 4).to(tl.float32)
+        lo = b & 15
+        hi = b >> 4
         if GEMV:
+            lo = lo.to(tl.float32)
+            hi = hi.to(tl.float32)
             xe = tl.load(X + (k0 + 2 * rj) * s_xk).to(tl.float32)  # (BK/2,)
             xo = tl.load(X + (k0 + 2 * rj + 1) * s_xk).to(tl.float32)
             qx = tl.sum(lo * xe[None, :] + hi * xo[None, :], 1)  # (BN,)
@@ -124,21 +126,25 @@ def _int4_mm(X, P, S, Z, O, W, CNT, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn
         else:
             x_even = tl.load(X + rm[:, None] * s_xm + (k0 + 2 * rj)[None, :] * s_xk, mask=mmask, other=0.0)
             x_odd = tl.load(X + rm[:, None] * s_xm + (k0 + 2 * rj + 1)[None, :] * s_xk, mask=mmask, other=0.0)
-            w_lo = ((lo - z[:, None]) * s[:, None]).to(x_even.dtype)  # (BN, BK/2)
-            w_hi = ((hi - z[:, None]) * s[:, None]).to(x_even.dtype)
-            acc = tl.dot(x_even, tl.trans(w_lo), acc)
-            acc = tl.dot(x_odd, tl.trans(w_hi), acc)
+            # The raw codes 0..15 are exact in fp16/bf16, so they feed the matrix unit as they are; the
+            # tile's scale and zero point (constant along K) are applied to its (BM, BN) partial:
+            # sum_k x (q - z) s = s (x.q - z sum_k x). No per-element dequantization arithmetic.
+            part = tl.dot(x_even, tl.trans(lo.to(x_even.dtype)))
+            part = tl.dot(x_odd, tl.trans(hi.to(x_odd.dtype)), part)
+            xsum = tl.sum(x_even.to(tl.float32), 1) + tl.sum(x_odd.to(tl.float32), 1)  # (BM,)
+            acc += s[None, :] * (part - z[None, :] * xsum[:, None])
     if GEMV:
         acc = tl.zeros([BM, BN], dtype=tl.float32) + accv[None, :]
     _store_out(O, W, CNT, acc, rm, rn, M, N, s_om, s_on, SPLIT)
 # fmt: on
 
 
-# Decode launch table (M <= 16): (BN, programs along K, warps), from the sweep in tune.py on an H200
-# (bench/results/h200_kernels_run2_tune.txt).
-# Split-K keeps every multiprocessor streaming weight bytes when N / BN alone gives too few programs.
+# Decode launch table (M <= 16): (BN, programs along K, warps). int8 from the sweep in tune.py on an H200
+# (bench/results/h200_kernels_run2_tune.txt); int4 from the CUDA-graph-timed sweep of run 5
+# (bench/results/h200_kernels_run5.txt). Split-K keeps every multiprocessor streaming weight bytes
+# when N / BN alone gives too few programs.
 DECODE = {
-    "int4_gemv": (128, 16, 8), "int4_mma": (128, 16, 8), "int8_gemv": (64, 8, 4), "int8_mma": (64, 8, 4),
+    "int4_gemv": (256, 16, 8), "int4_mma": (256, 16, 8), "int8_gemv": (64, 8, 4), "int8_mma": (64, 8, 4),
 }  # fmt: skip
 
 

@@ -51,6 +51,12 @@ def test_moe_permute() -> None:
     assert (order // 2).tolist() == [0, 2, 0, 1, 2, 1]  # stable: token order kept inside an expert
 
 
+def test_moe_blocks_stages_fit_shared_memory() -> None:
+    blocks = MoEBlocks(bm=128, bn=128, bk=64, num_stages=3)
+    assert blocks.stages(2 * 128 * 64 * 2 + 2 * 64 * 128 * 2) == 3  # bf16, dual operands: 3 x 64 KiB fit
+    assert blocks.stages(2 * 128 * 64 * 4 + 2 * 64 * 128 * 4) == 1  # float32: 128 KiB per stage
+
+
 def test_grouped_matmul_all_rows_one_expert() -> None:
     need_interpreter()
     gen = torch.Generator().manual_seed(3)
