@@ -56,7 +56,7 @@ class ByteSpec:
     def train(self, texts: Sequence[str], progress: object = None) -> ByteTokenizer:
         return ByteTokenizer()
 
-    def build(self, train_texts: Sequence[str], cache_dir: Path | None) -> Tokenizer:
+    def build(self, train_texts: Sequence[str], cache_dir: Path | None, progress=None) -> Tokenizer:
         if self.path is not None:
             from pretrainctl.tokenizer.cache import load_path
 

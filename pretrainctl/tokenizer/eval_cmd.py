@@ -34,6 +34,7 @@ from pretrainctl.errors import UserError
 from pretrainctl.runs import write_json
 from pretrainctl.tokenizer.base import Tokenizer
 from pretrainctl.tokenizer.cache import load_path
+from pretrainctl.tokenizer.train_cmd import live_progress
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 _WORD = re.compile(rb"\S+")
@@ -91,7 +92,9 @@ def resolve_tokenizers(cfg: DictConfig, texts: list[str]) -> list[tuple[str, str
                 size = node.get("vocab_size", 260)
                 console.print(f"[dim]{entry} (vocabulary {size}): from the cache or trained now[/dim]")
                 start = time.perf_counter()
-                tok = build.build_tokenizer_spec(sub).build(texts, Path(cfg.cache_dir))
+                spec = build.build_tokenizer_spec(sub)
+                with live_progress(spec.options()["kind"]) as report:
+                    tok = spec.build(texts, Path(cfg.cache_dir), report)
                 tok.build_s = time.perf_counter() - start  # training time, or loading time when cached
                 out.append((f"{entry}-{tok.vocab_size}" if v else entry, entry, tok))
         elif Path(entry).expanduser().is_dir():

@@ -174,7 +174,7 @@ class SentencePieceSpec:
         extra = {"numbers": self.numbers, "train_bytes": self.train_bytes}
         return {"kind": "sentencepiece", **extra, **self.sp_options}
 
-    def build(self, train_texts: Sequence[str], cache_dir: Path) -> Tokenizer:
+    def build(self, train_texts: Sequence[str], cache_dir: Path, progress=None) -> Tokenizer:
         if self.path is not None:
             return load_path(self.path)
         h = hashlib.sha256(json.dumps(self.sp_options, sort_keys=True).encode())
@@ -182,7 +182,7 @@ class SentencePieceSpec:
         for chunk in self.training_texts(train_texts):
             h.update(chunk.encode("utf-8"))
         key = f"{self.sp_options['model_type']}{self.sp_options['vocab_size']}-{h.hexdigest()[:16]}"
-        return cached(key, cache_dir, lambda: self.train(train_texts))
+        return cached(key, cache_dir, lambda: self.train(train_texts, progress))
 
     def train(self, texts: Sequence[str], progress: object = None) -> SentencePieceTokenizer:
         """Train now (``progress`` is unused: SentencePiece reports nothing while it trains)."""

@@ -8,11 +8,13 @@ A two-stage BPE curriculum over a byte alphabet (lossless on any text):
    can span words ("superwords" such as " of the" or "\\n        return self"). As in the paper's
    released pre-tokenizer, numbers stay isolated (in groups of three from the right by default).
 
-Two boundaries are ours, both documented options-free consequences of training on distinct lines
-with counts (which makes stage 2 fast enough for this machine: the paper's implementation keeps
-whole documents): a stage-2 chunk starts at a run of newlines, so a token can begin with
-"\\n    " but never continues past a line end; and ``max_words_per_token`` (default 4, null for no
-limit) caps how many whitespace-separated words one token may hold.
+Two boundaries are ours. Stage 2 trains on distinct lines with their counts (the paper's
+implementation keeps whole documents; counting repeated lines once is what makes a 32k vocabulary
+train in about a minute here), so a chunk starts at a run of newlines: a token can begin with
+"\\n    " but never continues past a line end. And ``max_words_per_token`` (default 4, null for no
+limit) caps how many whitespace-separated words one token may hold. If the text runs out of
+subword pairs that occur twice before ``transition_vocab`` (source code has few distinct words),
+stage 2 starts there; the tokenizer records where it started.
 
 Encoding applies the learned merges in order (``bpe_train.MergeEncoder``) to each chunk, with a
 cache of encoded chunks: source code repeats lines, so most of them are looked up, not encoded.
@@ -43,7 +45,7 @@ from pretrainctl.tokenizer.pretokenize import (
 
 SPECIALS = ("<eos>", "<bos>", "<pad>", "<mask>")
 MERGES_FILE = "merges.json"
-_CACHE_LIMIT = 1_000_000  # encoded chunks kept in memory (~0.5 GB at the limit, measured below)
+_CACHE_LIMIT = 1_000_000  # encoded chunks kept (a typical line and its ids: ~200 B, so ~200 MB at most)
 
 Progress = Callable[[str, int, int], None]  # (stage, merges done, merges in this stage)
 
@@ -265,11 +267,11 @@ class SuperBPESpec:
             progress,
         )
 
-    def build(self, train_texts: Sequence[str], cache_dir: Path) -> Tokenizer:
+    def build(self, train_texts: Sequence[str], cache_dir: Path, progress=None) -> Tokenizer:
         if self.path is not None:
             return load_path(self.path)
         h = hashlib.sha256(json.dumps(self.options(), sort_keys=True).encode())
         for text in self.training_texts(train_texts):
             h.update(text.encode("utf-8") + b"\0")
         key = f"superbpe{self.num_merges}-{h.hexdigest()[:16]}"
-        return cached(key, cache_dir, lambda: self.train(train_texts))
+        return cached(key, cache_dir, lambda: self.train(train_texts, progress))

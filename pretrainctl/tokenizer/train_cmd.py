@@ -8,9 +8,11 @@ validation split). ``pretrainctl train tokenizer.path=<dir>`` then uses it for a
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -37,9 +39,10 @@ def _progress_bar() -> Progress:
     )
 
 
-def train_tokenizer(spec, texts: list[str]) -> tuple[Tokenizer, float]:
-    """Train with a live display: a bar per stage for merge learners, a spinner for SentencePiece."""
-    start = time.perf_counter()
+@contextlib.contextmanager
+def live_progress(kind: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress callback for merge learners (one bar per stage); SentencePiece reports nothing
+    while it trains, so it gets a spinner with the elapsed time instead."""
     with _progress_bar() as bar:
         tasks: dict[str, int] = {}
 
@@ -49,14 +52,17 @@ def train_tokenizer(spec, texts: list[str]) -> tuple[Tokenizer, float]:
             if done % 50 == 0 or done == total:  # redrawing every merge costs more than the merge
                 bar.update(tasks[stage], completed=done)
 
-        status = None if spec.options()["kind"] == "superbpe" else console.status("training (SentencePiece)")
-        if status is not None:
-            status.start()
-        try:
-            tok = spec.train(texts, report)
-        finally:
-            if status is not None:
-                status.stop()
+        if kind == "superbpe":
+            yield report
+        else:
+            with console.status(f"training ({kind})"):
+                yield report
+
+
+def train_tokenizer(spec, texts: list[str]) -> tuple[Tokenizer, float]:
+    start = time.perf_counter()
+    with live_progress(spec.options()["kind"]) as report:
+        tok = spec.train(texts, report)
     return tok, time.perf_counter() - start
 
 
