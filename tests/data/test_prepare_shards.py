@@ -131,3 +131,27 @@ def test_synthetic_source_is_deterministic_with_fresh_validation_examples():
     assert eval(expr) % 97 == int(value)  # a plain-Python check of the generated answer
     docs = list(a.stream("val"))
     assert docs[0]["meta"]["split"] == "val" and docs[0]["source"] == "synthetic/modarith"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "txt"])
+def test_file_streams_match_the_loaded_documents(tmp_path, fmt):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pretrainctl.data.sources import FilesSource
+
+    rows = [{"text": f"document {i} " * 3 if i % 9 else "", "url": f"https://x/{i}"} for i in range(45)]
+    path = tmp_path / f"d.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path.write_text("".join(r["text"] + "\n" for r in rows))
+    src = FilesSource(str(path), meta_field="url" if fmt != "txt" else None, val_every=7)
+    for split in ("train", "val"):  # the lazy stream (prepare) and the loaded lists (train) agree
+        streamed = list(src.stream(split))
+        assert [d["text"] for d in streamed] == src.documents(split)
+        assert all(d["meta"]["split"] == split for d in streamed)
+    meta = src.metadata("train")
+    assert meta[0] == ("https://x/2" if fmt != "txt" else "d.txt")
