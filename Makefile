@@ -37,9 +37,10 @@ lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check pretrainctl kernels tests
 
-bench: $(STAMP)  ## CPU benchmarks: framework overhead vs a bare torch loop; MinHash dedup throughput
+bench: $(STAMP)  ## CPU benchmarks: framework overhead; MinHash dedup docs/s, MB/s, peak RSS at 1x/10x; shards vs raw
 	$(PY) -m bench.overhead
 	$(PY) -m pretrainctl.data.curation.bench
+	$(PY) -m bench.data_throughput
 
 bench-kernels: $(STAMP)  ## GPU kernel benchmarks against in-run references
 	$(PY) -m pretrainctl_kernels.bench
