@@ -98,6 +98,11 @@ class PretrainModule(L.LightningModule):
         for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
             group["lr"] = base * self._lr_multiplier(self.global_step)
 
+    def on_train_start(self) -> None:
+        # The next step's LR from this run's schedule: after decay_from the restored optimizer holds
+        # the LR the source run's schedule set (a no-op for fresh and resumed runs).
+        self._set_lr()
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lr_scale"] = self.lr_scale
         if self.guard is not None:
