@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Device run 5b: rerun of the parts changed after run 5 (MoE: shared-memory-aware stages, gradient
+# Device runs 5b and 5c: reruns of the parts changed after run 5 (MoE: shared-memory-aware stages, gradient
 # dtype under autocast, int16 sort keys, tile default; int4 decode: zero point factored out of the
-# matrix-unit path, new tile table) -- their GPU tests, a MoE tile sweep and the moe/quant benchmarks.
+# matrix-unit path (5b), then the re-interleaved "join" variant and sync-free routing (5c)) -- their GPU
+# tests, a MoE tile sweep and the moe/quant benchmarks.
 set -u
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1

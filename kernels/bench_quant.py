@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from functools import partial
 
@@ -53,12 +54,14 @@ def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> No
     ratio("quant", c4 + " graph", o4g, rg, "bf16_matmul graph")
     ratio("quant", c8 + " graph", o8g, rg, "bf16_matmul graph")
     best = None
-    for bn, split, warps in DECODE_CANDIDATES[: 1 if c.smoke else None]:
-        fns = [partial(int4_matmul, x, *t, group, bn=bn, split_k=split, num_warps=warps) for t in q4]
-        ms = measure_graph(c, "quant", c4 + f" bn{bn} split{split} w{warps}", "triton_int4", fns, flops=f,
-                           nbytes=b4)  # fmt: skip
+    joins = (False,) if M == 1 else (False, True)  # M == 1 takes the GEMV path, which has no variants
+    for (bn, split, warps), join in itertools.product(DECODE_CANDIDATES[: 1 if c.smoke else None], joins):
+        kw = dict(bn=bn, split_k=split, num_warps=warps, join=join)
+        fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]
+        name = f" bn{bn} split{split} w{warps}" + (" join" if join else "")
+        ms = measure_graph(c, "quant", c4 + name, "triton_int4", fns, flops=f, nbytes=b4)
         if ms and (best is None or ms < best[1]):
-            best = ((bn, split, warps), ms)
+            best = ((bn, split, warps, join), ms)
     if best and rg:
         emit("quant", c4 + " graph, best tile of the sweep", "ratio", speedup_vs="bf16_matmul graph",
              tile=list(best[0]), speedup=round(rg / best[1], 3))  # fmt: skip

@@ -163,13 +163,12 @@ def moe_permute(expert_idx: Tensor, num_experts: int) -> tuple[Tensor, Tensor]:
     Returns ``order`` (N*k,) int64 -- sorted position -> flat assignment index (token * k + slot);
     ``order // k`` is the token -- and ``offsets`` (E+1,) int32 with expert e's rows in
     [offsets[e], offsets[e+1])."""
-    flat = expert_idx.reshape(-1)  # (N*k,)
-    # Narrow keys: the GPU radix sort makes one pass per key byte, so int16 ids sort 4x faster than int64.
-    keys = flat.to(torch.int16 if num_experts <= torch.iinfo(torch.int16).max else torch.int32)
-    order = torch.argsort(keys, stable=True)
-    counts = torch.bincount(flat, minlength=num_experts)
-    offsets = torch.zeros(num_experts + 1, dtype=torch.int32, device=flat.device)
-    offsets[1:] = counts.cumsum(0)
+    flat = expert_idx.reshape(-1).to(torch.int32)  # (N*k,)
+    sorted_ids, order = torch.sort(flat, stable=True)
+    # Segment starts by binary search in the sorted ids: no bincount, whose CUDA version syncs with the
+    # host to size its output.
+    bounds = torch.arange(num_experts + 1, device=flat.device, dtype=torch.int32)
+    offsets = torch.searchsorted(sorted_ids, bounds, out_int32=True)
     return order, offsets
 
 

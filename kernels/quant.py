@@ -93,9 +93,12 @@ def _int8_mm(X, Q, S, O, W, CNT, M, N, K, s_xm, s_xk, s_qn, s_qk, s_om, s_on,
 
 @triton.jit
 def _int4_mm(X, P, S, Z, O, W, CNT, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn, s_sg, s_om, s_on,
-             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr):
+             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr,
+             JOIN: tl.constexpr):
     """BK divides the group size, so one (scale, zero) per row covers a whole K tile. Grid as _int8_mm.
-    Both paths factor the zero point out of the tile's sum: sum_k (q - z) s x = s (sum_k q x - z sum_k x)."""
+    GEMV factors the zero point out of the tile's sum: sum_k (q - z) s x = s (sum_k q x - z sum_k x).
+    The matrix-unit path dequantizes each tile in registers, either as two half-depth dots over the even
+    and odd k (low and high nibbles) or, with JOIN, re-interleaved into one full-depth dot."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(2)
     rm = pid_m * BM + tl.arange(0, BM)
@@ -123,16 +126,20 @@ def _int4_mm(X, P, S, Z, O, W, CNT, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn
             xo = tl.load(X + (k0 + 2 * rj + 1) * s_xk).to(tl.float32)
             qx = tl.sum(lo * xe[None, :] + hi * xo[None, :], 1)  # (BN,)
             accv += s * (qx - z * tl.sum(xe + xo, 0))
+        elif JOIN:
+            # Interleave the nibbles back into k order, (BN, BK/2, 2) -> (BN, BK), for one dot over BK.
+            rk = k0 + tl.arange(0, BK)
+            x = tl.load(X + rm[:, None] * s_xm + rk[None, :] * s_xk, mask=mmask, other=0.0)  # (BM, BK)
+            q = tl.reshape(tl.join(lo, hi), (BN, BK)).to(tl.float32)
+            w = ((q - z[:, None]) * s[:, None]).to(x.dtype)  # (BN, BK)
+            acc = tl.dot(x, tl.trans(w), acc)
         else:
             x_even = tl.load(X + rm[:, None] * s_xm + (k0 + 2 * rj)[None, :] * s_xk, mask=mmask, other=0.0)
             x_odd = tl.load(X + rm[:, None] * s_xm + (k0 + 2 * rj + 1)[None, :] * s_xk, mask=mmask, other=0.0)
-            # The raw codes 0..15 are exact in fp16/bf16, so they feed the matrix unit as they are; the
-            # tile's scale and zero point (constant along K) are applied to its (BM, BN) partial:
-            # sum_k x (q - z) s = s (x.q - z sum_k x). No per-element dequantization arithmetic.
-            part = tl.dot(x_even, tl.trans(lo.to(x_even.dtype)))
-            part = tl.dot(x_odd, tl.trans(hi.to(x_odd.dtype)), part)
-            xsum = tl.sum(x_even.to(tl.float32), 1) + tl.sum(x_odd.to(tl.float32), 1)  # (BM,)
-            acc += s[None, :] * (part - z[None, :] * xsum[:, None])
+            w_lo = ((lo.to(tl.float32) - z[:, None]) * s[:, None]).to(x_even.dtype)  # (BN, BK/2)
+            w_hi = ((hi.to(tl.float32) - z[:, None]) * s[:, None]).to(x_even.dtype)
+            acc = tl.dot(x_even, tl.trans(w_lo), acc)
+            acc = tl.dot(x_odd, tl.trans(w_hi), acc)
     if GEMV:
         acc = tl.zeros([BM, BN], dtype=tl.float32) + accv[None, :]
     _store_out(O, W, CNT, acc, rm, rn, M, N, s_om, s_on, SPLIT)
@@ -146,6 +153,7 @@ def _int4_mm(X, P, S, Z, O, W, CNT, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn
 DECODE = {
     "int4_gemv": (256, 16, 8), "int4_mma": (256, 16, 8), "int8_gemv": (64, 8, 4), "int8_mma": (64, 8, 4),
 }  # fmt: skip
+INT4_JOIN = False  # int4 matrix-unit unpacking: two half-depth dots (run 5's kernel)
 
 
 def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,
@@ -178,7 +186,8 @@ def _workspace(device: torch.device, elems: int, tiles: int) -> tuple[Tensor, Te
     return ws
 
 
-def _launch(kernel, x: Tensor, pre: tuple, post: tuple, N: int, bk: int, tiles: tuple) -> Tensor:  # noqa: ANN001
+def _launch(kernel, x: Tensor, pre: tuple, post: tuple, N: int, bk: int, tiles: tuple,  # noqa: ANN001
+            **consts: object) -> Tensor:  # fmt: skip
     """kernel(x, *pre, out, workspace, counters, *post, *out.stride()): one launch, split-K included."""
     bm, bn, split, warps, gemv = tiles
     M = x.shape[0]
@@ -186,7 +195,7 @@ def _launch(kernel, x: Tensor, pre: tuple, post: tuple, N: int, bk: int, tiles: 
     grid = (triton.cdiv(N, bn), split, triton.cdiv(M, bm))
     ws, cnt = _workspace(x.device, M * N, grid[0] * grid[2]) if split > 1 else (out, out)
     kernel[grid](x, *pre, out, ws, cnt, *post, *out.stride(), BM=bm, BN=bn, BK=bk, GEMV=gemv, SPLIT=split > 1,
-                 num_warps=warps)  # fmt: skip
+                 num_warps=warps, **consts)  # fmt: skip
     return out
 
 
@@ -263,8 +272,10 @@ def dequantize_int4(packed: Tensor, scales: Tensor, zeros: Tensor, group: int,
 
 def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int, *,
                 bm: int | None = None, bn: int | None = None, bk: int | None = None,
-                split_k: int | None = None, num_warps: int | None = None) -> Tensor:  # fmt: skip
-    """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype."""
+                split_k: int | None = None, num_warps: int | None = None,
+                join: bool | None = None) -> Tensor:  # fmt: skip
+    """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype.
+    ``join`` picks the matrix-unit unpacking (see _int4_mm; default INT4_JOIN)."""
     M, K = x.shape
     N = packed.shape[0]
     if packed.shape[1] * 2 != K or scales.shape != (N, K // group) or zeros.shape != scales.shape:
@@ -276,7 +287,7 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     scales, zeros = scales.contiguous(), zeros.contiguous()  # the kernel indexes both with one stride pair
     tiles = _tiles("int4", M, K, bk, bm, bn, split_k, num_warps)
     pre, post = (packed, scales, zeros), (M, N, K, group, *x.stride(), *packed.stride(), *scales.stride())
-    return _launch(_int4_mm, x, pre, post, N, bk, tiles)
+    return _launch(_int4_mm, x, pre, post, N, bk, tiles, JOIN=INT4_JOIN if join is None else join)
 
 
 def int4_matmul_ref(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int) -> Tensor:

@@ -77,6 +77,13 @@ def test_int4_matmul_interpreter(M: int, group: int, dtype: torch.dtype) -> None
     _int4_case(M, 40, 256, group, dtype, "cpu", bm=16, bn=32, bk=32)
 
 
+@pytest.mark.parametrize("split_k", [1, 3])
+def test_int4_matmul_join_interpreter(split_k: int) -> None:
+    need_interpreter()
+    # The re-interleaved (one full-depth dot) unpacking of the matrix-unit path.
+    _int4_case(19, 40, 256, 64, torch.float16, "cpu", bm=16, bn=32, bk=32, split_k=split_k, join=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("M", [1, 19])
 def test_int8_matmul_interpreter(M: int, dtype: torch.dtype) -> None:
@@ -103,6 +110,13 @@ def test_quant_matmul_split_k_interpreter(M: int) -> None:
 def test_int4_matmul_gpu_bf16(M: int, group: int) -> None:
     need_gpu()
     _int4_case(M, 4096, 4096, group, torch.bfloat16, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M", [16, 300])
+def test_int4_matmul_join_gpu_bf16(M: int) -> None:
+    need_gpu()
+    _int4_case(M, 4096, 4096, 128, torch.bfloat16, "cuda", join=True)
 
 
 @pytest.mark.gpu
