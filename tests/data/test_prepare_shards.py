@@ -155,3 +155,18 @@ def test_file_streams_match_the_loaded_documents(tmp_path, fmt):
         assert all(d["meta"]["split"] == split for d in streamed)
     meta = src.metadata("train")
     assert meta[0] == ("https://x/2" if fmt != "txt" else "d.txt")
+
+
+def test_hub_stream_matches_the_loaded_documents(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pretrainctl.data.sources import HubSource
+
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    rows = [{"text": f"hub document {i}", "url": f"u{i}"} for i in range(30)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "hub" / "data" / "train-00000-of-00001.parquet")
+    src = HubSource(str(tmp_path / "hub"), max_documents=25, val_every=5, meta_field="url")
+    for split in ("train", "val"):
+        assert [d["text"] for d in src.stream(split)] == src.documents(split)
+    assert src.metadata("val") == ["u0", "u5", "u10", "u15", "u20"]
