@@ -25,9 +25,9 @@ def measure_graph(c: Ctx, op: str, case: str, impl: str, fns: list[Callable[[], 
 
 
 # Decode tiles (BN, K splits, warps) timed in the same run, graph-replayed, for int4 at M = 1 and 16;
-# the first is quant.DECODE's entry.
-DECODE_CANDIDATES = [(256, 16, 8), (128, 16, 8), (256, 32, 8), (128, 32, 8), (128, 32, 4), (256, 8, 8),
-                     (128, 8, 8), (64, 8, 4)]  # fmt: skip
+# the first two are quant.DECODE's entries for M = 1 and M = 16.
+DECODE_CANDIDATES = [(256, 16, 8), (64, 8, 4), (128, 16, 8), (128, 32, 4), (128, 8, 8), (32, 8, 4),
+                     (64, 16, 4), (64, 4, 4), (32, 16, 4), (64, 8, 2)]  # fmt: skip
 
 
 def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> None:

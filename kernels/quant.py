@@ -147,13 +147,13 @@ def _int4_mm(X, P, S, Z, O, W, CNT, M, N, K, group, s_xm, s_xk, s_pn, s_pk, s_sn
 
 
 # Decode launch table (M <= 16): (BN, programs along K, warps). int8 from the sweep in tune.py on an H200
-# (bench/results/h200_kernels_run2_tune.txt); int4 from the CUDA-graph-timed sweep of run 5
-# (bench/results/h200_kernels_run5.txt). Split-K keeps every multiprocessor streaming weight bytes
+# (bench/results/h200_kernels_run2_tune.txt); int4 from the CUDA-graph-timed sweeps of runs 5-5c
+# (bench/results/h200_kernels_run5c.txt). Split-K keeps every multiprocessor streaming weight bytes
 # when N / BN alone gives too few programs.
 DECODE = {
-    "int4_gemv": (256, 16, 8), "int4_mma": (256, 16, 8), "int8_gemv": (64, 8, 4), "int8_mma": (64, 8, 4),
+    "int4_gemv": (256, 16, 8), "int4_mma": (64, 8, 4), "int8_gemv": (64, 8, 4), "int8_mma": (64, 8, 4),
 }  # fmt: skip
-INT4_JOIN = False  # int4 matrix-unit unpacking: two half-depth dots (run 5's kernel)
+INT4_JOIN = True  # int4 matrix-unit unpacking: one full-depth dot (faster than two half-depth ones in 5c)
 
 
 def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,

@@ -77,11 +77,12 @@ def test_int4_matmul_interpreter(M: int, group: int, dtype: torch.dtype) -> None
     _int4_case(M, 40, 256, group, dtype, "cpu", bm=16, bn=32, bk=32)
 
 
-@pytest.mark.parametrize("split_k", [1, 3])
-def test_int4_matmul_join_interpreter(split_k: int) -> None:
+@pytest.mark.parametrize("join,split_k", [(True, 1), (True, 3), (False, 1)])
+def test_int4_matmul_unpacking_interpreter(join: bool, split_k: int) -> None:
     need_interpreter()
-    # The re-interleaved (one full-depth dot) unpacking of the matrix-unit path.
-    _int4_case(19, 40, 256, 64, torch.float16, "cpu", bm=16, bn=32, bk=32, split_k=split_k, join=True)
+    # Both unpackings of the matrix-unit path: re-interleaved into one full-depth dot, or two
+    # half-depth dots over the even and odd k.
+    _int4_case(19, 40, 256, 64, torch.float16, "cpu", bm=16, bn=32, bk=32, split_k=split_k, join=join)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
@@ -114,9 +115,9 @@ def test_int4_matmul_gpu_bf16(M: int, group: int) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("M", [16, 300])
-def test_int4_matmul_join_gpu_bf16(M: int) -> None:
+def test_int4_matmul_two_dot_unpacking_gpu_bf16(M: int) -> None:
     need_gpu()
-    _int4_case(M, 4096, 4096, 128, torch.bfloat16, "cuda", join=True)
+    _int4_case(M, 4096, 4096, 128, torch.bfloat16, "cuda", join=False)
 
 
 @pytest.mark.gpu
