@@ -58,6 +58,12 @@ class MTPModule(nn.Module):
         return self.block(x, causal=True)
 
 
+def head_input(model: LanguageModel, module: MTPModule, h: torch.Tensor) -> torch.Tensor:
+    """What the shared head reads: the module's final norm, and µP's output multiplier when the
+    architecture uses one (the main model applies it to its own final hidden state)."""
+    return module.norm(h) / getattr(model, "mup_width_mult", 1.0)
+
+
 class MultiTokenObjective(NextTokenObjective):
     sampling_options = "mtp"  # conf/generate.yaml: mtp.speculative
 
@@ -124,7 +130,9 @@ class MultiTokenObjective(NextTokenObjective):
         for k, module in enumerate(self.mtp, start=1):
             t = T - k  # positions i whose target t_{i+k+1} is still inside the row
             h = module(h[:, :t], model.embed(tokens[:, k : k + t]))  # (B, t, D)
-            loss_k, _, _ = self.head_loss(model, module.norm(h), tokens[:, k + 1 :], keep[:, k:])
+            loss_k, _, _ = self.head_loss(
+                model, head_input(model, module, h), tokens[:, k + 1 :], keep[:, k:]
+            )
             total = total + self.weight / self.depth * loss_k
             metrics[f"mtp_loss_{k}"] = loss_k.detach()
         metrics["ntp_loss"] = main.detach()
@@ -152,7 +160,7 @@ class MultiTokenObjective(NextTokenObjective):
         T, h = hidden.shape[1], hidden
         for k, module in enumerate(self.mtp, start=1):
             h = module(h, model.embed(seq[:, k : k + T]))  # (B, T, D): position i reads t_{i+k}
-            nxt = model.logits(module.norm(h[:, -1])).argmax(-1, keepdim=True)  # predicts t_{T+k}
+            nxt = model.logits(head_input(model, module, h[:, -1])).argmax(-1, keepdim=True)  # t_{T+k}
             seq = torch.cat([seq, nxt], dim=1)
         return seq
 
