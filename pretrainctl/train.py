@@ -62,26 +62,6 @@ def decay_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, int
     new.decay_from, new.resume = str(checkpoint), None
     max_steps = new.trainer.max_steps
     if max_steps is None or max_steps <= step:
-        raise UserError(f"decay_from: set trainer.max_steps to {step} + the decay steps (the checkpoint is at {step}).")
-    if "decay_steps" not in new.schedule:
-        raise UserError("decay_from needs a schedule with a decay phase: the source run must use schedule=wsd.")
-    new.schedule.decay_steps = int(max_steps) - step
-    return new, step
-
-
-def decay_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, int]:
-    """``decay_from=<run>/checkpoints/step-N.ckpt``: that run's saved config with plain ``key=value``
-    overrides; the schedule's decay phase is set to the steps from N to ``trainer.max_steps``."""
-    checkpoint = Path(cfg.decay_from)
-    source = RunDir(checkpoint.parent.parent)
-    if not checkpoint.is_file() or not source.is_run():
-        raise UserError(f"decay_from={checkpoint} is not a checkpoint inside a run's checkpoints/ folder.")
-    step = torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
-    extra = [o.lstrip("+") for o in overrides if o.split("=", 1)[0].lstrip("+~") != "decay_from"]
-    new = OmegaConf.merge(OmegaConf.load(source.config), OmegaConf.from_dotlist(extra))
-    new.decay_from, new.resume = str(checkpoint), None
-    max_steps = new.trainer.max_steps
-    if max_steps is None or max_steps <= step:
         raise UserError(f"decay_from: set trainer.max_steps to {step} + the number of decay steps.")
     if "decay_steps" not in new.schedule:
         raise UserError("decay_from needs a schedule with a decay phase (decay_steps): schedule=wsd.")
