@@ -170,3 +170,24 @@ def test_hub_stream_matches_the_loaded_documents(tmp_path):
     for split in ("train", "val"):
         assert [d["text"] for d in src.stream(split)] == src.documents(split)
     assert src.metadata("val") == ["u0", "u5", "u10", "u15", "u20"]
+
+
+@pytest.mark.slow
+def test_training_on_shards_resumes_with_equal_per_step_losses(prepared, tmp_path, cache_dir):
+    from pretrainctl.runs import RunDir
+    from pretrainctl.train import run_train
+    from tests.helpers import tiny_config
+    from tests.test_training import KillAt, train_losses
+
+    out, _ = prepared
+    overrides = ["data=shards", f"data.path={out}", "trainer.max_steps=16", "trainer.val_check_interval=8"]
+    full = run_train(tiny_config(overrides, cache_dir), tmp_path / "full")
+    part = run_train(tiny_config(overrides, cache_dir), tmp_path / "part", callbacks=[KillAt(5)])
+    assert part["status"] == "interrupted"
+    resumed = run_train(tiny_config([*overrides, f"resume={tmp_path / 'part'}"], cache_dir), None)
+    assert resumed["step"] == full["step"] == 16
+    a, b = train_losses(RunDir(tmp_path / "full")), train_losses(RunDir(tmp_path / "part"))
+    assert sorted(a) == sorted(b) == list(range(1, 17))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), step
+    assert a[16] < a[1]  # and it learns
