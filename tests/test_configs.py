@@ -109,14 +109,6 @@ def test_experiment_presets_compose_and_build(option, cache_dir):
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(exp.module.parameters()))
 
 
-@pytest.mark.parametrize("option", options("experiment"))
-def test_experiment_presets_compose_and_build(option, cache_dir):
-    cfg = tiny_config([f"+experiment={option}", "tokenizer=bytes"], cache_dir)
-    exp = build.build_experiment(cfg)
-    optimizer = exp.module.optimizer_builder.build(exp.module)
-    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(exp.module.parameters()))
-
-
 @pytest.mark.parametrize("option", options("trainer"))
 def test_trainer_and_logger_options(option, cache_dir, tmp_path):
     for logger in options("logger"):
