@@ -86,13 +86,15 @@ def bench_quant(c: Ctx) -> None:
 # ----------------------------------------------------------------------------------------------- fp8
 
 
-def _scaled_mm(xq: torch.Tensor, wq: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor) -> torch.Tensor:
-    return torch._scaled_mm(xq, wq.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
+def _scaled_mm(xq: torch.Tensor, wq: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor,
+               fast: bool = False) -> torch.Tensor:  # fmt: skip
+    return torch._scaled_mm(xq, wq.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16, use_fast_accum=fast)
 
 
 def bench_fp8(c: Ctx) -> None:
     """Row-wise scaled e4m3 GEMM (operands quantized outside the timing) vs bf16 cuBLAS on the
-    unquantized operands and vs torch._scaled_mm with the same row-wise scales (exact accumulation)."""
+    unquantized operands and vs torch._scaled_mm with the same row-wise scales, each with promoted
+    (default) and fast (never promoted) fp8 accumulation."""
     from pretrainctl_kernels import fp8_available
     from pretrainctl_kernels.fp8 import FP8Tiles, fp8_matmul, quantize_fp8
 
@@ -112,16 +114,50 @@ def bench_fp8(c: Ctx) -> None:
         for t in FP8Tiles.CANDIDATES[:1] if c.smoke else FP8Tiles.CANDIDATES:
             name = "triton_fp8 " + "x".join(map(str, t[:3])) + f" w{t[4]} s{t[5]}"
             ours[t] = measure(c, "fp8", case, name, partial(fp8_matmul, xq, xs, wq, ws, tiles=t), flops=f)
-        sm = None
+        fast = measure(c, "fp8", case, "triton_fp8 fast_accum", partial(fp8_matmul, xq, xs, wq, ws,
+                       fast_accum=True), flops=f)  # fmt: skip
+        sm = smf = None
         if not c.smoke and hasattr(torch, "_scaled_mm"):
-            fn = partial(_scaled_mm, xq, wq, xs.float()[:, None], ws.float()[None, :])
-            sm = measure(c, "fp8", case, "torch_scaled_mm", fn, flops=f)
+            sa, sb = xs.float()[:, None], ws.float()[None, :]
+            sm = measure(c, "fp8", case, "torch_scaled_mm", partial(_scaled_mm, xq, wq, sa, sb), flops=f)
+            fn = partial(_scaled_mm, xq, wq, sa, sb, True)
+            smf = measure(c, "fp8", case, "torch_scaled_mm fast_accum", fn, flops=f)
         o = ours.get(FP8Tiles.DEFAULT)
         ratio("fp8", case, o, r, "bf16_matmul")
         ratio("fp8", case, o, sm, "torch_scaled_mm")
+        ratio("fp8", case + " fast_accum", fast, smf, "torch_scaled_mm fast_accum")
         done = {t: ms for t, ms in ours.items() if ms}
         if len(done) > 1 and r:
             t, ms = min(done.items(), key=lambda kv: kv[1])
             emit("fp8", case + " best tile of the sweep", "ratio", tile=list(t), speedup_vs="bf16_matmul",
                  speedup=round(r / ms, 3),
                  speedup_vs_scaled_mm=round(sm / ms, 3) if sm else None)  # fmt: skip
+    _fp8_accuracy(c)
+
+
+def _fp8_accuracy(c: Ctx) -> None:
+    """Accumulation error at large K: unit scales, float32 output, max |error| / max |truth| against a
+    float64 product of the same e4m3 values, for ours and torch._scaled_mm, promoted and fast."""
+    from pretrainctl_kernels.fp8 import fp8_matmul, quantize_fp8
+
+    M, N, K = (16, 32, 256) if c.smoke else (256, 256, 16384)
+    gen = torch.Generator(device=c.dev).manual_seed(0)
+    xq = quantize_fp8(torch.randn(M, K, device=c.dev, generator=gen))[0]
+    wq = quantize_fp8(torch.randn(N, K, device=c.dev, generator=gen))[0]
+    truth = xq.double() @ wq.double().t()
+    one_m, one_n = torch.ones(M, device=c.dev), torch.ones(N, device=c.dev)
+    runs = {"triton_fp8": lambda: fp8_matmul(xq, one_m, wq, one_n, out_dtype=torch.float32),
+            "triton_fp8 fast_accum": lambda: fp8_matmul(xq, one_m, wq, one_n, out_dtype=torch.float32,
+                                                         fast_accum=True)}  # fmt: skip
+    if not c.smoke and hasattr(torch, "_scaled_mm"):
+        one = torch.ones((), device=c.dev)
+        sm = partial(torch._scaled_mm, xq, wq.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
+        runs["torch_scaled_mm"] = partial(sm, use_fast_accum=False)
+        runs["torch_scaled_mm fast_accum"] = partial(sm, use_fast_accum=True)
+    for impl, fn in runs.items():
+        try:
+            err = ((fn().double() - truth).abs().max() / truth.abs().max()).item()
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot run this is a result
+            emit("fp8", f"accuracy M{M} N{N} K{K} fp32 out", impl, error=f"{type(exc).__name__}: {exc}"[:200])
+            continue
+        emit("fp8", f"accuracy M{M} N{N} K{K} fp32 out", impl, max_rel_error=float(f"{err:.3g}"))

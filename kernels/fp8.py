@@ -30,8 +30,10 @@ E4M3_MAX = 448.0
 # fmt: off
 @triton.jit
 def _fp8_mm(A, B, SA, SB, C, M, N, K, s_am, s_ak, s_bn, s_bk, s_cm, s_cn, BM: tl.constexpr, BN: tl.constexpr,
-            BK: tl.constexpr, GROUP_M: tl.constexpr, EVEN_K: tl.constexpr):
-    """C (M, N) = (A (M, K) @ B (N, K)^T) * SA[m] * SB[n]; e4m3 operands, float32 accumulate."""
+            BK: tl.constexpr, GROUP_M: tl.constexpr, EVEN_K: tl.constexpr, PROMOTE: tl.constexpr):
+    """C (M, N) = (A (M, K) @ B (N, K)^T) * SA[m] * SB[n]; e4m3 operands, float32 accumulate.
+    PROMOTE: how many K elements Hopper's fp8 tensor cores may sum in their reduced-precision
+    accumulator before the partial is added to the float32 one (None: Triton's sm_90 default, never)."""
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BM)
     num_n = tl.cdiv(N, BN)
@@ -58,7 +60,7 @@ def _fp8_mm(A, B, SA, SB, C, M, N, K, s_am, s_ak, s_bn, s_bk, s_cm, s_cn, BM: tl
             kmask = k0 + rk < K
             a = tl.load(a_ptr, mask=kmask[None, :], other=0.0)
             b = tl.load(b_ptr, mask=kmask[:, None], other=0.0)
-        acc = tl.dot(a, b, acc)
+        acc = tl.dot(a, b, acc, max_num_imprecise_acc=PROMOTE)
         a_ptr += BK * s_ak
         b_ptr += BK * s_bk
     sa = tl.load(SA + rm, mask=rm < M, other=0.0)
@@ -110,10 +112,15 @@ def _check(xq: Tensor, x_scale: Tensor, wq: Tensor, w_scale: Tensor) -> None:
 
 
 def fp8_matmul(xq: Tensor, x_scale: Tensor, wq: Tensor, w_scale: Tensor,
-               out_dtype: torch.dtype = torch.bfloat16, tiles: tuple | None = None) -> Tensor:  # fmt: skip
+               out_dtype: torch.dtype = torch.bfloat16, tiles: tuple | None = None,
+               fast_accum: bool = False) -> Tensor:  # fmt: skip
     """(xq (M, K) e4m3 @ wq (N, K)^T e4m3) * x_scale (M,) [:, None] * w_scale (N,) [None, :] -> (M, N).
 
-    Raises RuntimeError where this GPU has no fp8 tensor cores (the reason is in the message)."""
+    Hopper's fp8 tensor cores accumulate with reduced precision; by default each K tile's partial
+    (bk = 128 products, the promotion interval of DeepSeek-V3's fp8 GEMMs) is promoted to the float32
+    accumulator. ``fast_accum=True`` never promotes (faster, less accurate at large K), like
+    torch._scaled_mm's ``use_fast_accum``. Raises RuntimeError where this GPU has no fp8 tensor cores
+    (the reason is in the message)."""
     status = fp8_available()
     if not status.ok:
         raise RuntimeError(f"fp8_matmul cannot run here: {status.reason}")
@@ -125,7 +132,8 @@ def fp8_matmul(xq: Tensor, x_scale: Tensor, wq: Tensor, w_scale: Tensor,
     grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
     _fp8_mm[grid](xq, wq, x_scale.float().contiguous(), w_scale.float().contiguous(), out, M, N, K,
                   *xq.stride(), *wq.stride(), *out.stride(), BM=bm, BN=bn, BK=bk, GROUP_M=group_m,
-                  EVEN_K=K % bk == 0, num_warps=warps, num_stages=stages)  # fmt: skip
+                  EVEN_K=K % bk == 0, PROMOTE=None if fast_accum else bk, num_warps=warps,
+                  num_stages=stages)  # fmt: skip
     return out
 
 

@@ -98,3 +98,22 @@ def test_fp8_matmul_gpu_bf16(M: int, N: int, K: int) -> None:
         pytest.skip(fp8_available().reason)
     _case(M, N, K, torch.bfloat16, "cuda")
     _case(M, N, K, torch.bfloat16, "cuda", w_cols=True)
+
+
+@pytest.mark.gpu
+def test_fp8_accumulation_precision_gpu() -> None:
+    # Hopper's fp8 tensor cores accumulate in reduced precision; the default promotes every K tile.
+    # At K = 16384 with float32 output our error must stay within 2x that of cuBLAS's non-fast path.
+    need_gpu()
+    if not fp8_available().ok or not hasattr(torch, "_scaled_mm"):
+        pytest.skip("needs fp8 tensor cores and torch._scaled_mm")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    xq = quantize_fp8(torch.randn(256, 16384, device="cuda", generator=gen))[0]
+    wq = quantize_fp8(torch.randn(256, 16384, device="cuda", generator=gen))[0]
+    truth = xq.double() @ wq.double().t()
+    one = torch.ones((), device="cuda")
+    ref = torch._scaled_mm(xq, wq.t(), scale_a=one, scale_b=one, out_dtype=torch.float32, use_fast_accum=False)
+    ours = fp8_matmul(xq, one.expand(256), wq, one.expand(256), out_dtype=torch.float32)
+    scale = truth.abs().max().item()
+    err, ref_err = ((t.double() - truth).abs().max().item() for t in (ours, ref))
+    assert err <= 2 * ref_err + 1e-6 * scale, f"error {err:.3g} vs cuBLAS {ref_err:.3g} (max |truth| {scale:.3g})"
