@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device run 5e: fp8 with promoted accumulation (the default since run 5d) -- the fp8 GPU tests
+# Device runs 5e and 5f: fp8 with promoted accumulation (5e: first try; 5f: its own tile table) -- the fp8 GPU tests
 # (including accumulation precision against cuBLAS) and the fp8 benchmark with its accuracy rows.
 set -u
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"

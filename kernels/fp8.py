@@ -72,12 +72,16 @@ def _fp8_mm(A, B, SA, SB, C, M, N, K, s_am, s_ak, s_bn, s_bk, s_cm, s_cn, BM: tl
 
 
 class FP8Tiles:
-    """Launch table (bm, bn, bk, group_m, num_warps, num_stages). The default is the 128x256x128,
-    8-warp, 3-stage shape of Triton's own fp8 matmul configurations for Hopper; `bench` also times the
-    alternatives in CANDIDATES in the same run."""
+    """Launch tables (bm, bn, bk, group_m, num_warps, num_stages), from the H200 runs 5 and 5e
+    (bench/results/h200_kernels_run5e.txt). Promoted accumulation keeps a second (partial) float32
+    accumulator in registers, so it wants the tile that leaves room for it: 256x128 ran at 968
+    TFLOP/s there where 128x256 fell to 465; fast accumulation is fastest at 128x256 (1299).
+    `bench` times CANDIDATES (promoted) in the same run."""
 
-    DEFAULT = (128, 256, 128, 8, 8, 3)
-    CANDIDATES = ((128, 256, 128, 8, 8, 3), (128, 128, 128, 8, 8, 4), (256, 128, 128, 8, 8, 3))
+    DEFAULT = (256, 128, 128, 8, 8, 3)
+    FAST = (128, 256, 128, 8, 8, 3)
+    CANDIDATES = ((256, 128, 128, 8, 8, 3), (256, 128, 128, 8, 8, 4), (128, 128, 128, 8, 8, 4),
+                  (128, 128, 128, 8, 8, 3), (128, 256, 128, 8, 8, 3))  # fmt: skip
 
 
 def quantize_fp8(t: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
@@ -125,7 +129,7 @@ def fp8_matmul(xq: Tensor, x_scale: Tensor, wq: Tensor, w_scale: Tensor,
     if not status.ok:
         raise RuntimeError(f"fp8_matmul cannot run here: {status.reason}")
     _check(xq, x_scale, wq, w_scale)
-    bm, bn, bk, group_m, warps, stages = tiles or FP8Tiles.DEFAULT
+    bm, bn, bk, group_m, warps, stages = tiles or (FP8Tiles.FAST if fast_accum else FP8Tiles.DEFAULT)
     M, K = xq.shape
     N = wq.shape[0]
     out = torch.empty(M, N, device=xq.device, dtype=out_dtype)
