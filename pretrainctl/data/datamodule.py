@@ -160,7 +160,11 @@ class PackedDataModule(StreamDataModule):
         key = hashlib.sha256(
             f"{self.source.fingerprint()} {self.tokenizer.fingerprint()} {self.seq_len} {name}".encode()
         )
-        path = self.cache_dir / "tokens" / f"{name[:8]}-{key.hexdigest()[:20]}.pt" if self.cache_dir else None
+        path = (
+            self.cache_dir / "tokens" / f"{name.split()[0]}-{key.hexdigest()[:20]}.pt"
+            if self.cache_dir
+            else None
+        )
         if path is not None and path.is_file():
             return torch.load(path, weights_only=True)
         value = make()
