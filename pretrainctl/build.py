@@ -85,7 +85,7 @@ def build_curation(cfg: DictConfig) -> tuple[object, list, object]:
             continue
         missing = OmegaConf.missing_keys(node)
         if missing:
-            raise UserError(f"set curation.stages.{key}.{sorted(missing)[0]} (it has no default).")
+            raise UserError(f"set {sorted(missing)[0]} (it has no default).")
         try:
             stage = _make(node, f"curation.stages.{key}")
         except InstantiationException as exc:  # a stage's own check of its settings (ValueError)
