@@ -69,7 +69,7 @@ class NextTokenObjective(Objective):
         n = int(keep.sum())
         h, t, k = hidden.flatten(0, 1), targets.flatten(), keep.flatten()
         if not self.label_smoothing:
-            fused = fused_head_loss(model, h, t, k, self.z_loss)
+            fused = fused_head_loss(model, h, t, k, self.z_loss, self.chunk_size)
             if fused is not None:
                 return fused / max(n, 1), n, {}
         losses = head_losses(model.logits, h, t, self.chunk_size)

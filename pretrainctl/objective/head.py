@@ -101,11 +101,17 @@ def _fused_kernel():
 
 
 def fused_head_loss(
-    model: LanguageModel, hidden: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, z_loss: float
+    model: LanguageModel,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    keep: torch.Tensor,
+    z_loss: float,
+    chunk_size: int | None = None,
 ) -> torch.Tensor | None:
     """Summed ``nll + z_loss * lse**2`` over kept targets through the fused Triton linear
-    cross-entropy, or None where it does not apply: the architecture's backend is not ``triton``, its
-    head is not a plain ``hidden @ head_weight().T``, or the kernel cannot run on these tensors."""
+    cross-entropy (``chunk_size`` rows of logits at a time; None: the kernel's default), or None where
+    it does not apply: the architecture's backend is not ``triton``, its head is not a plain
+    ``hidden @ head_weight().T``, or the kernel cannot run on these tensors."""
     if getattr(model, "backend", "torch") != "triton" or type(model).logits is not LanguageModel.logits:
         return None
     kernel = _fused_kernel()
@@ -113,4 +119,5 @@ def fused_head_loss(
         return None
     fn, _ = kernel
     ignored = torch.where(keep, targets, torch.full_like(targets, -100))
-    return fn(hidden, model.head_weight(), ignored, ignore_index=-100, z_loss=z_loss, reduction="sum")
+    return fn(hidden, model.head_weight(), ignored, ignore_index=-100, z_loss=z_loss, reduction="sum",
+              chunk_size=chunk_size)  # fmt: skip
