@@ -78,7 +78,7 @@ class FP8Tiles:
     TFLOP/s there where 128x256 fell to 465; fast accumulation is fastest at 128x256 (1299).
     `bench` times CANDIDATES (promoted) in the same run."""
 
-    DEFAULT = (256, 128, 128, 8, 8, 3)
+    DEFAULT = (256, 128, 128, 8, 8, 3)  # 4 stages: within +-7% of this, either way, in runs 5f and 5g
     FAST = (128, 256, 128, 8, 8, 3)
     CANDIDATES = ((256, 128, 128, 8, 8, 3), (256, 128, 128, 8, 8, 4), (128, 128, 128, 8, 8, 4),
                   (128, 128, 128, 8, 8, 3), (128, 256, 128, 8, 8, 3))  # fmt: skip
