@@ -17,6 +17,7 @@ several vocabulary sizes, a PNG of compression against vocabulary size (``plot``
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -99,9 +100,8 @@ def resolve_tokenizers(cfg: DictConfig, texts: list[str]) -> list[tuple[str, str
                 out.append((f"{entry}-{tok.vocab_size}" if v else entry, entry, tok))
         elif Path(entry).expanduser().is_dir():
             tok = load_path(entry, key="tokenizers entry")
-            meta = (Path(entry).expanduser() / "tokenizer.json").read_text()
-            family = re.search(r'"kind": "(\w+)"', meta).group(1)
-            out.append((Path(entry).name, family, tok))
+            meta = json.loads((Path(entry).expanduser() / "tokenizer.json").read_text())
+            out.append((Path(entry).name, meta["kind"], tok))
         else:
             raise UserError(
                 f"tokenizers entry {entry!r} is neither a tokenizer directory nor an option "
@@ -119,9 +119,11 @@ def held_out(cfg: DictConfig) -> tuple[str, list[str]]:
                 raise UserError(f"texts entry {name} is not a file.")
             docs.append(path.read_text(encoding="utf-8"))
         return "texts", docs
-    dm = build.build_datamodule(cfg)
+    source = getattr(build.build_datamodule(cfg), "source", None)
+    if source is None:
+        raise UserError("this data option has no single validation split to measure; give texts=[...].")
     docs, seen = [], 0
-    for doc in dm.source.documents("val"):
+    for doc in source.documents("val"):
         if seen >= cfg.max_bytes:
             break
         docs.append(doc)
