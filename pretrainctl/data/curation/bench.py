@@ -7,11 +7,12 @@ in a fresh spawned process so `ru_maxrss` (peak resident set) is that scale's ow
 
     python -m pretrainctl.data.curation.bench [--scales 1 10]
 
-Measured on the 2-core dev machine (Python 3.11 stdlib, while other jobs shared the CPUs, so
-treat as lower bounds): 1x = 4,114 docs / 10.6 MB at 1,933 docs/s, 4.98 MB/s (pass 1, including
-reading the files), peak RSS 122 MB (107 MB after imports); 10x = 41,140 docs / 106.6 MB at
-1,221 docs/s, 3.16 MB/s (includes generating the perturbed copies), peak RSS 191 MB. Growth is
-signatures (21 MB at 10x) + ids + the word-hash cache (capped at 2^18 entries), never texts.
+Measured on the 2-core dev machine (Python 3.11 stdlib) on 2026-11-27 while other jobs shared the
+CPUs (load average 3.9 at the start; treat as lower bounds): 1x = 4,114 docs / 10.6 MB at 1,638
+docs/s, 4.22 MB/s (pass 1, including reading the files), peak RSS 121 MB (107 MB after imports);
+10x = 41,140 docs / 106.6 MB at 1,372 docs/s, 3.56 MB/s (includes generating the perturbed copies),
+peak RSS 191 MB. 10x the input adds 70 MB, not 10x the memory: signatures (21 MB at 10x) + ids + the
+word-hash cache (capped at 2^18 entries), never texts.
 """
 
 from __future__ import annotations
