@@ -127,7 +127,7 @@ def print_help() -> None:
     print("usage: pretrainctl <command> [group=option ...] [key=value ...] [--multirun] [hydra flags]\n")
     print("commands:")
     for name, (_, text) in COMMANDS.items():
-        print(f"  {name.replace('_', ' '):<14} {text}")
+        print(f"  {name.replace('_', ' '):<16} {text}")
     print("\nconfig groups (pretrainctl train <group>=<option>; `+group=option` works too):")
     for group in GROUPS:
         print(f"  {group:<11} {', '.join(options(group))}")
