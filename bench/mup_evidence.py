@@ -71,7 +71,8 @@ def sweep(sp: bool) -> None:
     widths = ",".join(map(str, WIDTHS))
     lrs = ",".join(f"{x:g}" for x in LRS)
     mup = [] if sp else ["arch.mup_base_width=64"]
-    cmd = ["flock", "/tmp/pretrainctl-heavy.lock", sys.executable, "-m", "pretrainctl.cli", "train",
+    lock = [] if os.environ.get("PRETRAINCTL_LOCK_HELD") else ["flock", "/tmp/pretrainctl-heavy.lock"]
+    cmd = [*lock, sys.executable, "-m", "pretrainctl.cli", "train",
            "--multirun", *mup, f"arch.d_model={widths}", f"optim.lr={lrs}", *SWEEP]  # fmt: skip
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "PRETRAINCTL_STAMP": stamp})
