@@ -50,14 +50,17 @@ def test_train_runs_use_a_trained_directory_by_path(trained, option, cache_dir, 
     assert exp.tokenizer.fingerprint() == report["fingerprint"] and exp.model.vocab_size == 500
 
 
-def test_superbpe_run_trains_and_counts_every_validation_byte(cache_dir, tmp_path):
+def test_superbpe_run_trains_end_to_end(cache_dir, tmp_path):
     cfg = tiny_config(["tokenizer=superbpe", "trainer.max_steps=30", "optim.lr=1e-2"], cache_dir)
     summary = run_train(cfg, tmp_path / "run", [])
     losses = [r["train_loss"] for r in RunDir(tmp_path / "run").read_metrics() if "train_loss" in r]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
     assert 0 < summary["val_bpb"] < 8
     assert load_tokenizer(RunDir(tmp_path / "run").tokenizer).vocab_size == 400
-    # The denominator of bits per byte is the validation text's UTF-8 bytes, as for BPE.
+
+
+def test_superbpe_bits_per_byte_denominator_is_the_validation_text(cache_dir):
+    """As for BPE (test_training), bits per byte divides by the UTF-8 bytes of the validation text."""
     cfg = tiny_config(["tokenizer=superbpe", "trainer.limit_val_batches=null"], cache_dir)
     exp = build_experiment(cfg)
     exp.datamodule.setup()
