@@ -9,7 +9,7 @@
    packed in memory) and on data=shards, alternated raw, shards, raw, shards in one process; the
    ratio is shards / raw of the mean tokens/s (target >= 1).
 
-    python -m bench.data_throughput [--steps 20] [--out /tmp/prepared-stdlib]
+    python -m bench.data_throughput [--steps 20] [--out /tmp/prepared-stdlib] [train overrides ...]
 """
 
 from __future__ import annotations
@@ -37,6 +37,18 @@ def reader_tokens_per_s(out: Path, seq_len: int, batch_size: int, batches: int =
     return batches * batch_size * seq_len / (time.perf_counter() - t0)
 
 
+def raw_reader_tokens_per_s(overrides: list[str], batches: int = 2000) -> float:
+    """The same figure for data=stdlib (tokenized and packed in memory, from the token cache)."""
+    from pretrainctl.build import build_experiment
+
+    dm = build_experiment(compose_config("train", overrides)).datamodule
+    dm.setup()
+    t0 = time.perf_counter()
+    for i in range(batches):
+        dm.train_batch(i)
+    return batches * dm.batch_size * dm.seq_len / (time.perf_counter() - t0)
+
+
 def train_tokens_per_s(overrides: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_train(compose_config("train", overrides), Path(tmp) / "run")
@@ -47,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "pretrainctl-prepared-stdlib"))
+    parser.add_argument("overrides", nargs="*", help="extra train overrides, e.g. arch.d_model=128")
     args = parser.parse_args()
     t0 = time.perf_counter()
     run_prepare(
@@ -60,6 +73,7 @@ def main() -> None:
         "trainer.val_check_interval=1000",
         "trainer.limit_val_batches=1",
     ]
+    raw_reader = raw_reader_tokens_per_s(common)
     raw, shards = [], []
     for _ in range(2):
         raw.append(train_tokens_per_s(common))
@@ -68,10 +82,12 @@ def main() -> None:
         "prepare_s": round(prepare_s, 1),
         "train_tokens": index["tokens"]["train"],
         "reader_tokens_per_s": round(reader),
+        "raw_reader_tokens_per_s": round(raw_reader),
         "train_raw_tokens_per_s": [round(x) for x in raw],
         "train_shards_tokens_per_s": [round(x) for x in shards],
         "ratio_shards_over_raw": round(sum(shards) / sum(raw), 3),
         "reader_over_training": round(reader / (sum(raw) / len(raw))),
+        "train_overrides": common,
         "loadavg_1_5_15min": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(result, indent=2))
