@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scaling_plan": ("pretrainctl.scaling.plan_cmd:hydra_task", "candidate model sizes for a FLOP budget"),
     "scaling_sweep": ("pretrainctl.scaling.sweep_cmd:hydra_task", "IsoFLOP grid of train runs"),
     "scaling_fit": ("pretrainctl.scaling.fit_cmd:hydra_task", "fit scaling laws to finished runs"),
-    "data_prepare": ("pretrainctl.data.prepare_cmd:hydra_task", "curate a corpus; write a report and token shards"),
+    "data_prepare": ("pretrainctl.data.prepare_cmd:hydra_task", "curate a corpus; report; token shards"),
     "checkpoint_soup": ("pretrainctl.optim.averaging:hydra_task", "average a run's last k step checkpoints"),
     "tokenizer_train": ("pretrainctl.tokenizer.train_cmd:hydra_task", "train a tokenizer into a directory"),
     "tokenizer_eval": ("pretrainctl.tokenizer.eval_cmd:hydra_task", "compare tokenizers on text"),
