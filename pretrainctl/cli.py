@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scaling_sweep": ("pretrainctl.scaling.sweep_cmd:hydra_task", "IsoFLOP grid of train runs"),
     "scaling_fit": ("pretrainctl.scaling.fit_cmd:hydra_task", "fit scaling laws to finished runs"),
     "data_prepare": ("pretrainctl.data.prepare_cmd:hydra_task", "curate a corpus; report; token shards"),
+    "data_train_scorer": ("pretrainctl.data.scorer_cmd:hydra_task", "fit a quality scorer on good/bad text"),
     "checkpoint_soup": ("pretrainctl.optim.averaging:hydra_task", "average a run's last k step checkpoints"),
     "tokenizer_train": ("pretrainctl.tokenizer.train_cmd:hydra_task", "train a tokenizer into a directory"),
     "tokenizer_eval": ("pretrainctl.tokenizer.eval_cmd:hydra_task", "compare tokenizers on text"),
@@ -127,7 +128,7 @@ def print_help() -> None:
     print("usage: pretrainctl <command> [group=option ...] [key=value ...] [--multirun] [hydra flags]\n")
     print("commands:")
     for name, (_, text) in COMMANDS.items():
-        print(f"  {name.replace('_', ' '):<16} {text}")
+        print(f"  {name.replace('_', ' ', 1):<18} {text}")
     print("\nconfig groups (pretrainctl train <group>=<option>; `+group=option` works too):")
     for group in GROUPS:
         print(f"  {group:<11} {', '.join(options(group))}")

@@ -1,6 +1,7 @@
 """Every option of every group composes, and instantiates through build.py."""
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -137,11 +138,22 @@ def test_scaling_plans_derive_steps(cache_dir):
     assert build.build_experiment(cfg).plan.steps == 7
 
 
+def _tiny_scorer(tmp_path) -> Path:
+    from pretrainctl.data.curation.quality import QualityScorer
+
+    path = tmp_path / "scorer.npz"
+    QualityScorer(n_features=256).fit(["good prose text"] * 2, ["%% 12 $$ 9"] * 2).save(path)
+    return path
+
+
 @pytest.mark.parametrize("option", options("curation"))
 def test_curation_options_build_their_stages(option, cache_dir, tmp_path):
     evalset = tmp_path / "evalset.jsonl"
     evalset.write_text(json.dumps({"text": "an evaluation item " * 5}) + "\n")
-    extra = [f"curation.stages.contamination.eval_files=[{evalset}]"] if option == "decontaminate" else []
+    extra = {
+        "decontaminate": [f"curation.stages.contamination.eval_files=[{evalset}]"],
+        "quality": [f"curation.stages.quality.model_paths=[{_tiny_scorer(tmp_path)}]"],
+    }.get(option, [])
     cfg = compose_config("data_prepare", [f"curation={option}", "tokenizer=bytes", *extra], cache_dir)
     source, stages, spec = build.build_curation(cfg)
     assert [s.name for s in stages] == [
