@@ -5,7 +5,7 @@ coord: coordinate check — 4 widths (64..512, 4 heads, 2 layers), 5 AdamW steps
        output from init. Table + PNG.
 sweep: LR transfer — one ``pretrainctl train --multirun`` over widths 64 and 256 (= 4 x 64) and a
        5-point LR grid (factor 2), µP with base width 64 (and the same grid under SP with --sp),
-       2 layers, 128-token rows, 150 steps; each point's val_bpb from its summary.json.
+       2 layers, 128-token rows, 100 steps; each point's val_bpb from its summary.json.
 
     nice -n 5 .venv/bin/python bench/mup_evidence.py coord
     nice -n 5 .venv/bin/python bench/mup_evidence.py sweep [--sp]
@@ -25,7 +25,7 @@ RUNS = Path(os.environ.setdefault("PRETRAINCTL_RUNS", "/tmp/optim-runs"))
 OUT = Path(__file__).parent / "results"
 LRS = [2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]
 WIDTHS = [64, 256]
-SWEEP = ["arch.n_layers=2", "data.seq_len=128", "trainer.max_steps=150", "trainer.val_check_interval=150"]
+SWEEP = ["arch.n_layers=2", "data.seq_len=128", "trainer.max_steps=100", "trainer.val_check_interval=100"]
 
 
 def coord() -> str:
@@ -113,7 +113,7 @@ def main() -> None:
     text += ["Coordinate check:", "", (OUT / "mup_coord.md").read_text()]
     for stamp, name in (("mup_sweep", "µP (base width 64)"), ("mup_sweep_sp", "SP")):
         if (RUNS / f"sweep-{stamp}").is_dir():
-            text += [f"LR sweep, {name}, val_bpb after 150 steps:", "", sweep_table(stamp), ""]
+            text += [f"LR sweep, {name}, val_bpb after 100 steps:", "", sweep_table(stamp), ""]
     (OUT / "mup_evidence.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
 

@@ -31,7 +31,7 @@ LOCK = [] if os.environ.get("PRETRAINCTL_LOCK_HELD") else ["flock", "/tmp/pretra
 N = 150  # AdamW steps; Muon gets 0.8 N. The default run's 300 did not fit the shared CPU budget 6 x over.
 ADAMW_LRS = [1.5e-3, 3e-3, 6e-3]
 MUON_LRS = [0.01, 0.02, 0.04]
-COMMON = ["trainer.val_check_interval=30", "log_every=10", "ema.decay=0.999"]
+COMMON = ["trainer.val_check_interval=50", "log_every=10", "ema.decay=0.999"]
 RUNS_A = {
     **{f"adamw_lr{lr:g}": ["optim=adamw", f"optim.lr={lr}", f"trainer.max_steps={N}", *COMMON]
        for lr in ADAMW_LRS},
