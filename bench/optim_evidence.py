@@ -28,17 +28,17 @@ RUNS = Path(os.environ.setdefault("PRETRAINCTL_RUNS", "/tmp/optim-runs"))
 OUT = Path(__file__).parent / "results"
 # The heavy-work lock, unless the caller already holds it (PRETRAINCTL_LOCK_HELD=1).
 LOCK = [] if os.environ.get("PRETRAINCTL_LOCK_HELD") else ["flock", "/tmp/pretrainctl-heavy.lock"]
-N = 150  # AdamW steps; Muon gets 0.8 N. The default run's 300 did not fit the shared CPU budget 6 x over.
+N = 100  # AdamW steps; Muon gets 0.8 N. The default run's 300 did not fit the shared CPU budget 6 x over.
 ADAMW_LRS = [1.5e-3, 3e-3, 6e-3]
 MUON_LRS = [0.01, 0.02, 0.04]
-COMMON = ["trainer.val_check_interval=50", "log_every=10", "ema.decay=0.999"]
+COMMON = ["trainer.val_check_interval=25", "log_every=10", "ema.decay=0.999"]
 RUNS_A = {
     **{f"adamw_lr{lr:g}": ["optim=adamw", f"optim.lr={lr}", f"trainer.max_steps={N}", *COMMON]
        for lr in ADAMW_LRS},
     **{f"muon_lr{lr:g}": ["optim=muon", f"optim.lr={lr}", f"trainer.max_steps={int(0.8 * N)}", *COMMON]
        for lr in MUON_LRS},
 }  # fmt: skip
-AVG = ["ema.decay=0.999", "checkpoint.every_n_steps=25"]
+AVG = ["ema.decay=0.999", "checkpoint.every_n_steps=10"]
 RUNS_A["adamw_lr0.003"] += AVG[1:]  # the default config at N steps: averaging evidence for free
 RUNS_A["muon_lr0.02"] += AVG[1:]
 # Constant LR (where averaging should help most), cut to 150 steps to fit the CPU budget.
