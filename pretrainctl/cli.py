@@ -138,7 +138,7 @@ def print_help() -> None:
         "  pretrainctl train +arch=llama_124m schedule=wsd trainer.max_steps=100\n"
         "  pretrainctl train --multirun optim.lr=1e-3,3e-3     # a sweep, ending with a table of results\n"
         "  pretrainctl train resume=runs/<run>                 # continue an interrupted run\n"
-        "  pretrainctl eval run=runs/<run>    pretrainctl generate run=runs/<run> prompt='def '\n"
+        "  pretrainctl eval run=runs/<run>    pretrainctl generate run=runs/<run> \"prompt='def '\"\n"
         "  pretrainctl train --cfg job                         # print the composed config\n"
         "\nRun directories go under $PRETRAINCTL_RUNS (default ./runs); caches under $PRETRAINCTL_CACHE."
     )
