@@ -10,7 +10,7 @@ from pretrainctl.optim.groups import param_roles
 from pretrainctl.optim.muon import KroneckerWhitened, MuonBuilder, NewtonSchulz, SpectralPower, newton_schulz
 
 
-@pytest.mark.parametrize("shape", [(64, 64), (256, 64), (64, 256), (100, 37), (512, 512)])
+@pytest.mark.parametrize("shape", [(64, 64), (256, 64), (64, 256), (100, 37), (192, 192)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_newton_schulz_is_near_orthogonal(shape, dtype):
     torch.manual_seed(0)
