@@ -87,6 +87,16 @@ class StreamDataModule(L.LightningDataModule):
         """Figures for summary.json about what the stream served in the first ``consumed_batches``."""
         return {}
 
+    def _meco_summary(self, cooldown: float, consumed_batches: int) -> dict[str, Any]:
+        """The ``data_meco`` figures shared by the modules that support MeCo."""
+        switch = self.switch_batch(1.0 - cooldown)
+        return {
+            "cooldown": cooldown,
+            "switch_batch": switch,
+            "metadata_batches": min(switch, consumed_batches),
+            "plain_batches": max(0, consumed_batches - switch),
+        }
+
     def train_texts(self) -> list[str]:
         return []
 
@@ -215,17 +225,9 @@ class PackedDataModule(StreamDataModule):
     def data_summary(self, consumed_batches: int) -> dict[str, Any]:
         if self.meco_cooldown is None:
             return {}
-        switch = self.switch_batch(1.0 - self.meco_cooldown)
         masked = int((~self.meco_mask).sum())
-        return {
-            "data_meco": {
-                "cooldown": self.meco_cooldown,
-                "switch_batch": switch,
-                "metadata_batches": min(switch, consumed_batches),
-                "plain_batches": max(0, consumed_batches - switch),
-                "metadata_token_fraction": masked / self.meco_mask.numel(),
-            }
-        }
+        meco = self._meco_summary(self.meco_cooldown, consumed_batches)
+        return {"data_meco": {**meco, "metadata_token_fraction": masked / self.meco_mask.numel()}}
 
     def text_bytes(self, split: str) -> int:
         """UTF-8 bytes of a split's text, for checking the bits-per-byte accounting."""

@@ -246,13 +246,7 @@ class MixtureDataModule(StreamDataModule):
             start = end
         out: dict[str, Any] = {"data_mixture": {"sampling": self.sampling, "phases": phases}}
         if self.meco_cooldown is not None:
-            switch = self.switch_batch(1.0 - self.meco_cooldown)
-            out["data_meco"] = {
-                "cooldown": self.meco_cooldown,
-                "switch_batch": switch,
-                "metadata_batches": min(switch, consumed_batches),
-                "plain_batches": max(0, consumed_batches - switch),
-            }
+            out["data_meco"] = self._meco_summary(self.meco_cooldown, consumed_batches)
         return out
 
     def train_texts(self) -> list[str]:
