@@ -65,8 +65,6 @@ def head_input(model: LanguageModel, module: MTPModule, h: torch.Tensor) -> torc
 
 
 class MultiTokenObjective(NextTokenObjective):
-    sampling_options = "mtp"  # conf/generate.yaml: mtp.speculative
-
     """Args (beyond NextTokenObjective's, whose head knobs apply to every depth):
     d_model, n_heads: width and heads of the MTP blocks (conf: the architecture's).
     depth: number of sequential MTP modules (D in the paper).
@@ -74,6 +72,8 @@ class MultiTokenObjective(NextTokenObjective):
     mlp_hidden: SwiGLU width of the MTP blocks (None = 8/3 d_model rounded up to 64).
     rope_theta, norm_eps, init_std: as the architecture's.
     """
+
+    sampling_options = "mtp"  # conf/generate.yaml: mtp.speculative
 
     def __init__(
         self,
