@@ -208,9 +208,8 @@ class MixtureDataModule(StreamDataModule):
                 return i
         return len(self.phases) - 1
 
-    def _row(self, name: str, k: int, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _row(self, name: str, k: int, meco: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         part = self.parts[name]
-        meco = self.meco_cooldown is not None and index < self.switch_batch(1.0 - self.meco_cooldown)
         rows = part.meco_rows if meco else part.train_rows
         n = len(rows)
         r = epoch_order(n, k // n, self.seeds[name])[k % n]
@@ -220,7 +219,9 @@ class MixtureDataModule(StreamDataModule):
         if self._sampler is None or self._sampler.batch > index:
             self._sampler = _Sampler(self)  # an earlier batch (resume, another rank): replay
         picks = self._sampler.assign(index)
-        rows = [self._row(name, k, index) for name, k in picks]
+        # The metadata phase is decided once per batch, not per row.
+        meco = self.meco_cooldown is not None and index < self.switch_batch(1.0 - self.meco_cooldown)
+        rows = [self._row(name, k, meco) for name, k in picks]
         batch = {"tokens": torch.stack([r for r, _ in rows])}
         if self.meco_cooldown is not None:
             batch["loss_mask"] = torch.stack(
