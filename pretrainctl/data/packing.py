@@ -7,6 +7,7 @@ them), which is the usual pretraining choice.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -26,8 +27,10 @@ def pack_documents(docs_ids: Sequence[Sequence[int]], eos_id: int, row_len: int)
     return flat[: n_rows * row_len].view(n_rows, row_len)
 
 
+@functools.lru_cache(maxsize=16)
 def epoch_order(n_rows: int, epoch: int, seed: int) -> torch.Tensor:
-    """The row permutation of one epoch: a pure function of (seed, epoch)."""
+    """The row permutation of one epoch: a pure function of (seed, epoch). Cached, because every
+    batch (and, in a mixture, every row) asks for its epoch's permutation; callers only read it."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n_rows, generator=gen)
 
