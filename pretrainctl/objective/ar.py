@@ -17,7 +17,7 @@ import torch
 
 from pretrainctl.arch.base import LanguageModel
 from pretrainctl.errors import UserError
-from pretrainctl.objective.base import LossOutput, NLLOutput, Objective
+from pretrainctl.objective.base import LossOutput, NLLOutput, Objective, target_mask
 from pretrainctl.objective.head import fused_head_loss, head_losses, token_loss
 from pretrainctl.objective.sampling import sample_autoregressive
 
@@ -34,10 +34,7 @@ def check_head_options(z_loss: float, label_smoothing: float, chunk_size: int | 
 def shifted(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> inputs (B, T), next-token targets (B, T) and which targets count (B, T), T = L - 1."""
     tokens = batch["tokens"]
-    mask = batch.get("loss_mask")
-    targets = tokens[:, 1:]
-    keep = mask[:, 1:].bool() if mask is not None else torch.ones_like(targets, dtype=torch.bool)
-    return tokens[:, :-1], targets, keep
+    return tokens[:, :-1], tokens[:, 1:], target_mask(batch)[:, 1:]
 
 
 class NextTokenObjective(Objective):

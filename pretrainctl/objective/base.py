@@ -34,6 +34,12 @@ class NLLOutput:
     tokens: torch.Tensor  # number of target tokens scored
 
 
+def target_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, L) bool: the batch's ``loss_mask``, or all True without one."""
+    mask = batch.get("loss_mask")
+    return mask.bool() if mask is not None else torch.ones_like(batch["tokens"], dtype=torch.bool)
+
+
 class Objective(nn.Module):
     """Subclasses implement ``loss`` and ``nll``. ``token_bytes`` (V,) comes from the tokenizer."""
 

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from pretrainctl.arch.base import LanguageModel
 from pretrainctl.errors import UserError
-from pretrainctl.objective.base import LossOutput, NLLOutput, Objective
+from pretrainctl.objective.base import LossOutput, NLLOutput, Objective, target_mask
 from pretrainctl.objective.diffusion_sampling import sample_masked_diffusion
 from pretrainctl.objective.noise import LinearSchedule, NoiseSchedule
 
@@ -110,12 +110,6 @@ class MaskedDiffusionObjective(Objective):
         self.t_min, self.stratified = t_min, stratified
         self.val_samples, self.val_seed = val_samples, val_seed
 
-    @staticmethod
-    def _keep(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        mask = batch.get("loss_mask")
-        tokens = batch["tokens"]
-        return mask.bool() if mask is not None else torch.ones_like(tokens, dtype=torch.bool)
-
     def sample_times(self, batch_size: int, device: torch.device) -> torch.Tensor:
         """(B,) training times in [t_min, 1)."""
         u = torch.rand(batch_size, device=device)
@@ -125,7 +119,7 @@ class MaskedDiffusionObjective(Objective):
 
     def loss(self, model: LanguageModel, batch: dict[str, torch.Tensor]) -> LossOutput:
         tokens = batch["tokens"]
-        keep = self._keep(batch)
+        keep = target_mask(batch)
         t = self.sample_times(tokens.shape[0], tokens.device)  # (B,)
         rate = self.noise.mask_rate(t)
         masked = (torch.rand(tokens.shape, device=tokens.device) < rate[:, None]) & keep  # (B, L)
@@ -143,7 +137,7 @@ class MaskedDiffusionObjective(Objective):
     def nll(self, model: LanguageModel, batch: dict[str, torch.Tensor]) -> NLLOutput:
         """The ELBO in bits (an upper bound on -log2 p), ``val_samples`` masks per sequence."""
         tokens = batch["tokens"]
-        keep = self._keep(batch)
+        keep = target_mask(batch)
         B, L = tokens.shape
         K = self.val_samples
         gen = batch_generator(tokens, self.val_seed)

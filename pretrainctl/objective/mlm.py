@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from pretrainctl.arch.base import LanguageModel
 from pretrainctl.errors import UserError
-from pretrainctl.objective.base import LossOutput, NLLOutput, Objective
+from pretrainctl.objective.base import LossOutput, NLLOutput, Objective, target_mask
 from pretrainctl.objective.diffusion import batch_generator
 
 
@@ -95,9 +95,7 @@ class MaskedLMObjective(Objective):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> per-selected-token NLL in nats (N,), whether the argmax was right (N,), targets (N,)."""
         tokens = batch["tokens"]
-        mask = batch.get("loss_mask")
-        keep = mask.bool() if mask is not None else torch.ones_like(tokens, dtype=torch.bool)
-        inputs, selected = self.corrupt(tokens, keep, generator)
+        inputs, selected = self.corrupt(tokens, target_mask(batch), generator)
         hidden = model(inputs, causal=False)  # (B, L, D)
         logits = model.logits(hidden[selected]).float()  # (N, V): the head only where there is a loss
         targets = tokens[selected]
