@@ -116,15 +116,24 @@ class PretrainModule(L.LightningModule):
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        # Clipping here (not via the Trainer flag) also gives the pre-clip norm to log for free.
-        max_norm = self.optimizer_builder.grad_clip
-        # Per optimizer group (hidden, head, embedding, vector / muon): which part of the model spikes.
+        # Clipping here (not via the Trainer flag) also gives the pre-clip norms to log. One pass over
+        # the gradients: per optimizer group (hidden, head, embedding, vector / muon: which part of the
+        # model spikes), the global norm from those, and one host sync for all of them.
+        names, group_norms = [], []
         for i, group in enumerate(optimizer.param_groups):
-            norms = [p.grad.norm() for p in group["params"] if p.grad is not None]
-            if norms:
-                self.last_metrics[f"grad_norm/{group.get('name', i)}"] = float(torch.stack(norms).norm())
-        norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm if max_norm else float("inf"))
-        self.last_grad_norm = float(norm)
+            grads = [p.grad for p in group["params"] if p.grad is not None]
+            if grads:
+                names.append(f"grad_norm/{group.get('name', i)}")
+                group_norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        if not group_norms:
+            return
+        norms = torch.stack(group_norms)
+        total = torch.linalg.vector_norm(norms)
+        max_norm = self.optimizer_builder.grad_clip
+        if max_norm:  # the optimizer's groups hold every trainable parameter (asserted when built)
+            torch.nn.utils.clip_grads_with_norm_(self.parameters(), max_norm, total)
+        *values, self.last_grad_norm = torch.cat([norms, total[None]]).tolist()
+        self.last_metrics.update(zip(names, values, strict=True))
 
     def configure_optimizers(self):
         # Over this whole module: objectives may own trainable parameters (e.g. MTP modules).
