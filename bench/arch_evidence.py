@@ -17,12 +17,10 @@ $PRETRAINCTL_RUNS (default /tmp/arch_ev); a run whose summary.json exists is reu
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from cli_runs import metrics, summary, train_all  # bench/cli_runs.py (run as a script)
 
 RUNS = Path(os.environ.setdefault("PRETRAINCTL_RUNS", "/tmp/arch_ev"))
 
@@ -57,34 +55,6 @@ B_MOE = {
 B_DATA = ["data.seq_len=128", "data.batch_size=8"]
 B_FLOPS = 5e12
 B_LOG = ["trainer.val_check_interval=100000", "trainer.limit_val_batches=null", "log_every=10"]
-
-
-def train(name: str, overrides: list[str]) -> Path:
-    run = RUNS / name
-    if not (run / "summary.json").is_file():
-        cmd = [str(Path(sys.executable).with_name("pretrainctl")), "train", *overrides]
-        print(f"$ PRETRAINCTL_STAMP={name} pretrainctl train {' '.join(overrides)}", flush=True)
-        env = {**os.environ, "PRETRAINCTL_STAMP": name}
-        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    else:
-        print(f"(reusing {run})", flush=True)
-    return run
-
-
-def train_all(jobs: dict[str, list[str]], n_jobs: int) -> dict[str, Path]:
-    # threads=1 per run: two runs side by side use the 2 cores without oversubscribing them
-    with ThreadPoolExecutor(n_jobs) as pool:
-        futures = {name: pool.submit(train, name, [*ov, "threads=1"]) for name, ov in jobs.items()}
-        return {name: f.result() for name, f in futures.items()}
-
-
-def metrics(run: Path) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def summary(run: Path) -> dict:
-    return json.loads((run / "summary.json").read_text())
 
 
 def a_jobs() -> dict[str, list[str]]:
