@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from functools import partial
 
@@ -24,10 +23,38 @@ def measure_graph(c: Ctx, op: str, case: str, impl: str, fns: list[Callable[[], 
     return ms
 
 
-# Decode tiles (BN, K splits, warps) timed in the same run, graph-replayed, for int4 at M = 1 and 16;
-# the first two are quant.DECODE's entries for M = 1 and M = 16.
-DECODE_CANDIDATES = [(256, 16, 8), (64, 8, 4), (128, 16, 8), (128, 32, 4), (128, 8, 8), (32, 8, 4),
-                     (64, 16, 4), (64, 4, 4), (32, 16, 4), (64, 8, 2)]  # fmt: skip
+# Decode tiles timed in the same run, graph-replayed, for int4 (K = N = 4096, group 128): the word
+# kernel's (BN, K splits, warps, groups per step, loop stages, swap, asm) per path (quant.INT4_WORDS);
+# then the byte kernel (_int4_mm) with run 5d's tiles (BN, K splits, warps, join) for comparison.
+WORDS_CANDIDATES = {
+    "gemv": [(8, 1, 4, 32, 1, False, False), (8, 1, 8, 32, 1, False, False), (4, 1, 4, 32, 1, False, False),
+             (4, 1, 2, 32, 1, False, False), (16, 1, 8, 32, 1, False, False), (32, 1, 8, 16, 1, False, False),
+             (16, 2, 4, 16, 1, False, False), (16, 2, 8, 16, 1, False, False), (32, 4, 8, 8, 1, False, False),
+             (64, 4, 8, 8, 1, False, False), (64, 8, 8, 4, 1, False, False), (128, 16, 8, 2, 1, False, False),
+             (32, 1, 8, 8, 3, False, False), (16, 1, 4, 8, 3, False, False), (8, 1, 4, 16, 2, False, False),
+             (32, 2, 8, 8, 2, False, False)],
+    "mma": [(64, 8, 4, 1, 1, False, False), (64, 8, 4, 1, 1, False, True), (64, 8, 4, 1, 1, True, True),
+            (64, 8, 4, 1, 1, True, False), (32, 8, 4, 1, 1, False, True), (64, 4, 4, 2, 1, False, True),
+            (64, 4, 4, 2, 1, True, True), (64, 4, 4, 2, 1, False, False), (128, 8, 4, 1, 1, True, True),
+            (128, 4, 8, 2, 1, True, True), (64, 2, 4, 2, 3, True, True), (64, 2, 4, 2, 3, False, True),
+            (32, 4, 4, 2, 1, False, True), (64, 16, 4, 1, 1, False, True), (64, 4, 4, 1, 2, False, True),
+            (32, 16, 2, 1, 1, False, True), (64, 1, 4, 4, 3, True, True), (128, 16, 8, 1, 1, True, True)],
+}  # fmt: skip
+BYTES_TILES = {"gemv": [(256, 16, 8, False)], "mma": [(64, 8, 4, True), (64, 8, 4, False)]}
+
+
+def _sweep(M: int) -> list[tuple[str, dict]]:
+    """(row name suffix, int4_matmul keywords) for every candidate of this M's decode path."""
+    path = "gemv" if M == 1 else "mma"
+    out = []
+    for bn, split, warps, gb, stages, swap, asm in WORDS_CANDIDATES[path]:
+        kw = dict(words=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, swap=swap, asm=asm)
+        flags = (" swap" if swap else "") + (" asm" if asm else "")
+        out.append((f" words bn{bn} split{split} w{warps} gb{gb} st{stages}" + flags, kw))
+    for bn, split, warps, join in BYTES_TILES[path]:
+        kw = dict(words=False, bn=bn, split_k=split, num_warps=warps, join=join)
+        out.append((f" bytes bn{bn} split{split} w{warps}" + (" join" if join else ""), kw))
+    return out
 
 
 def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> None:
@@ -54,17 +81,14 @@ def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> No
     ratio("quant", c4 + " graph", o4g, rg, "bf16_matmul graph")
     ratio("quant", c8 + " graph", o8g, rg, "bf16_matmul graph")
     best = None
-    joins = (False,) if M == 1 else (False, True)  # M == 1 takes the GEMV path, which has no variants
-    for (bn, split, warps), join in itertools.product(DECODE_CANDIDATES[: 1 if c.smoke else None], joins):
-        kw = dict(bn=bn, split_k=split, num_warps=warps, join=join)
+    for name, kw in _sweep(M)[:: 100 if c.smoke else 1]:
         fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]
-        name = f" bn{bn} split{split} w{warps}" + (" join" if join else "")
         ms = measure_graph(c, "quant", c4 + name, "triton_int4", fns, flops=f, nbytes=b4)
         if ms and (best is None or ms < best[1]):
-            best = ((bn, split, warps, join), ms)
+            best = (name.strip(), ms)
     if best and rg:
         emit("quant", c4 + " graph, best tile of the sweep", "ratio", speedup_vs="bf16_matmul graph",
-             tile=list(best[0]), speedup=round(rg / best[1], 3))  # fmt: skip
+             tile=best[0], speedup=round(rg / best[1], 3))  # fmt: skip
 
 
 def bench_quant(c: Ctx) -> None:

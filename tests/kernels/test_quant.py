@@ -73,15 +73,53 @@ def _int8_case(M: int, N: int, K: int, dtype: torch.dtype, device: str, **kw) ->
 @pytest.mark.parametrize("M,group", [(1, 32), (19, 64), (5, 128)])
 def test_int4_matmul_interpreter(M: int, group: int, dtype: torch.dtype) -> None:
     need_interpreter()
+    # The byte kernel (_int4_mm) at every M; decode sizes take the word kernel by default (tests below).
     # N=40 is not a multiple of the 32-wide column tile; M=19 spans two 16-row tiles.
-    _int4_case(M, 40, 256, group, dtype, "cpu", bm=16, bn=32, bk=32)
+    _int4_case(M, 40, 256, group, dtype, "cpu", bm=16, bn=32, bk=32, words=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize(
+    "M,K,group,kw",
+    [
+        (1, 256, 32, {}),  # the default GEMV tile: every group of K in one step
+        (1, 384, 128, dict(bn=16, gb=2, split_k=2)),  # 3 groups: the second split's step is half masked
+        (1, 512, 64, dict(bn=32, gb=1, split_k=3)),  # 8 groups over 3 splits: uneven shares, one fix-up
+        (1, 256, 16, dict(bn=8, gb=4, stages=2)),  # two words per group; a pipelined loop
+        (5, 384, 128, dict(bn=32, gb=2)),  # matrix units, 3 groups in steps of 2
+        (16, 256, 32, dict(bn=32, gb=2, split_k=3)),
+        (7, 512, 128, dict(bn=16, gb=1, split_k=2, swap=True)),  # the product as W x^T
+    ],
+)
+def test_int4_words_interpreter(M: int, K: int, group: int, kw: dict, dtype: torch.dtype) -> None:
+    need_interpreter()
+    # The word kernel (decode, M <= 16): int32 words, exact float32 dequantization, split-K in whole
+    # groups; N=40 is not a multiple of any column tile.
+    _int4_case(M, 40, K, group, dtype, "cpu", words=True, **kw)
+
+
+def test_int4_words_edge_cases() -> None:
+    need_interpreter()
+    packed, scales, zeros = quantize_int4(torch.randn(24, 64), 32)
+    # Zero tokens: an empty (0, N) result, nothing launched.
+    assert int4_matmul(torch.randn(0, 64), packed, scales, zeros, 32).shape == (0, 24)
+    # A packed weight that cannot be read as int32 words in place (a column slice) is copied first.
+    wide = torch.cat([packed, packed], 1)[:, 1 : 1 + packed.shape[1]]
+    x = torch.randn(1, 64)
+    ref = int4_matmul_ref(x, wide, scales, zeros, 32)
+    torch.testing.assert_close(int4_matmul(x, wide, scales, zeros, 32), ref, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="power of two"):
+        int4_matmul(x, packed, scales, zeros, 32, gb=3)
+    p48, s48, z48 = quantize_int4(torch.randn(24, 96), 48)  # group / 8 = 6: no word kernel
+    with pytest.raises(ValueError, match="power of two"):
+        int4_matmul(torch.randn(1, 96), p48, s48, z48, 48, words=True)
 
 
 @pytest.mark.parametrize("join,split_k", [(True, 1), (True, 3), (False, 1)])
 def test_int4_matmul_unpacking_interpreter(join: bool, split_k: int) -> None:
     need_interpreter()
-    # Both unpackings of the matrix-unit path: re-interleaved into one full-depth dot, or two
-    # half-depth dots over the even and odd k.
+    # Both unpackings of the byte kernel's matrix-unit path: re-interleaved into one full-depth dot, or
+    # two half-depth dots over the even and odd k.
     _int4_case(19, 40, 256, 64, torch.float16, "cpu", bm=16, bn=32, bk=32, split_k=split_k, join=join)
 
 
@@ -97,7 +135,8 @@ def test_quant_matmul_split_k_interpreter(M: int) -> None:
     need_interpreter()
     # Split-K with uneven shares (8 int4 tiles over 3 programs; K=72 int8 over 2) and the float32
     # partial sum; M=1 takes the vector (GEMV) path, M=5 the matrix-unit path.
-    _int4_case(M, 40, 256, 64, torch.float16, "cpu", bn=32, bk=32, split_k=3)
+    _int4_case(M, 40, 256, 64, torch.float16, "cpu", bn=32, bk=32, split_k=3, words=False)
+    _int4_case(M, 40, 256, 64, torch.float16, "cpu", bn=32, gb=1, split_k=3, words=True)
     _int8_case(M, 40, 72, torch.float16, "cpu", bn=32, bk=32, split_k=3)
     # One launch: the last split of each tile writes the output and leaves the shared float32
     # workspace and the arrival counters zeroed, so the next call (any shape) starts clean.
@@ -117,7 +156,25 @@ def test_int4_matmul_gpu_bf16(M: int, group: int) -> None:
 @pytest.mark.parametrize("M", [16, 300])
 def test_int4_matmul_two_dot_unpacking_gpu_bf16(M: int) -> None:
     need_gpu()
-    _int4_case(M, 4096, 4096, 128, torch.bfloat16, "cuda", join=False)
+    _int4_case(M, 4096, 4096, 128, torch.bfloat16, "cuda", join=False, words=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "M,kw",
+    [
+        (1, dict(words=False)),  # the byte kernel's GEMV
+        (16, dict(words=False)),
+        (1, dict(bn=64, gb=4, split_k=8)),  # word GEMV with split-K fix-up
+        (16, dict(asm=True, swap=False)),  # bf16x2 PTX dequantization, mma.sync and wgmma
+        (16, dict(asm=True, swap=True)),
+        (16, dict(asm=False, swap=True, gb=2, split_k=4)),
+        (9, dict(asm=True, gb=2, split_k=3, stages=3)),
+    ],
+)
+def test_int4_decode_variants_gpu_bf16(M: int, kw: dict) -> None:
+    need_gpu()
+    _int4_case(M, 4096, 4096, 128, torch.bfloat16, "cuda", **kw)
 
 
 @pytest.mark.gpu
