@@ -24,37 +24,54 @@ def measure_graph(c: Ctx, op: str, case: str, impl: str, fns: list[Callable[[], 
 
 
 # Decode tiles timed in the same run, graph-replayed, for int4 (K = N = 4096, group 128): the word
-# kernel's (BN, K splits, warps, groups per step, loop stages, swap, asm) per path (quant.INT4_WORDS);
-# then the byte kernel (_int4_mm) with run 5d's tiles (BN, K splits, warps, join) for comparison.
-WORDS_CANDIDATES = {
-    "gemv": [(8, 1, 4, 32, 1, False, False), (8, 1, 8, 32, 1, False, False), (4, 1, 4, 32, 1, False, False),
-             (4, 1, 2, 32, 1, False, False), (16, 1, 8, 32, 1, False, False), (32, 1, 8, 16, 1, False, False),
-             (16, 2, 4, 16, 1, False, False), (16, 2, 8, 16, 1, False, False), (32, 4, 8, 8, 1, False, False),
-             (64, 4, 8, 8, 1, False, False), (64, 8, 8, 4, 1, False, False), (128, 16, 8, 2, 1, False, False),
-             (32, 1, 8, 8, 3, False, False), (16, 1, 4, 8, 3, False, False), (8, 1, 4, 16, 2, False, False),
-             (32, 2, 8, 8, 2, False, False)],
-    "mma": [(64, 8, 4, 1, 1, False, False), (64, 8, 4, 1, 1, False, True), (64, 8, 4, 1, 1, True, True),
-            (64, 8, 4, 1, 1, True, False), (32, 8, 4, 1, 1, False, True), (64, 4, 4, 2, 1, False, True),
-            (64, 4, 4, 2, 1, True, True), (64, 4, 4, 2, 1, False, False), (128, 8, 4, 1, 1, True, True),
-            (128, 4, 8, 2, 1, True, True), (64, 2, 4, 2, 3, True, True), (64, 2, 4, 2, 3, False, True),
-            (32, 4, 4, 2, 1, False, True), (64, 16, 4, 1, 1, False, True), (64, 4, 4, 1, 2, False, True),
-            (32, 16, 2, 1, 1, False, True), (64, 1, 4, 4, 3, True, True), (128, 16, 8, 1, 1, True, True)],
-}  # fmt: skip
-BYTES_TILES = {"gemv": [(256, 16, 8, False)], "mma": [(64, 8, 4, True), (64, 8, 4, False)]}
+# kernel's (BN, K splits, warps, groups per step, loop stages, swap, asm, vec) (quant.INT4_WORDS), the
+# vec ones (float32 GEMV) at M = 1 only; then the byte kernel (_int4_mm) with run 5d's tiles (BN, K
+# splits, warps, join) for comparison.
+T, F = True, False
+WORDS_CANDIDATES = [
+    (32, 1, 8, 16, 1, F, F, T), (128, 16, 8, 2, 1, F, F, T),
+    (64, 8, 4, 1, 1, T, T, F), (64, 8, 4, 1, 1, F, T, F), (64, 8, 4, 1, 1, T, F, F),
+    (128, 8, 4, 1, 1, T, T, F), (128, 4, 4, 1, 1, T, T, F), (128, 16, 4, 1, 1, T, T, F),
+    (64, 4, 4, 2, 1, T, T, F), (128, 8, 8, 1, 1, T, T, F), (64, 4, 4, 1, 2, T, T, F),
+    (128, 4, 4, 1, 2, T, T, F), (256, 8, 8, 1, 1, T, T, F), (32, 8, 4, 1, 1, F, T, F),
+    (64, 16, 4, 1, 1, T, T, F), (128, 2, 4, 2, 2, T, T, F), (64, 8, 4, 2, 1, T, T, F),
+    (128, 8, 4, 1, 1, F, T, F),
+]  # fmt: skip
+BYTES_TILES = {1: [(256, 16, 8, False)], 16: [(64, 8, 4, True)]}
 
 
 def _sweep(M: int) -> list[tuple[str, dict]]:
-    """(row name suffix, int4_matmul keywords) for every candidate of this M's decode path."""
-    path = "gemv" if M == 1 else "mma"
+    """(row name suffix, int4_matmul keywords) for every candidate at this M."""
     out = []
-    for bn, split, warps, gb, stages, swap, asm in WORDS_CANDIDATES[path]:
-        kw = dict(words=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, swap=swap, asm=asm)
-        flags = (" swap" if swap else "") + (" asm" if asm else "")
+    for bn, split, warps, gb, stages, swap, asm, vec in WORDS_CANDIDATES:
+        if vec and M != 1:
+            continue
+        kw = dict(words=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, swap=swap, asm=asm,
+                  vec=vec)  # fmt: skip
+        flags = (" swap" if swap else "") + (" asm" if asm else "") + (" vec" if vec else "")
         out.append((f" words bn{bn} split{split} w{warps} gb{gb} st{stages}" + flags, kw))
-    for bn, split, warps, join in BYTES_TILES[path]:
+    for bn, split, warps, join in BYTES_TILES[M if M == 1 else 16]:
         kw = dict(words=False, bn=bn, split_k=split, num_warps=warps, join=join)
         out.append((f" bytes bn{bn} split{split} w{warps}" + (" join" if join else ""), kw))
     return out
+
+
+def _floors(c: Ctx, case: str, q4: list, M: int) -> None:
+    """What a decode launch costs before any arithmetic, graph-replayed like the GEMMs: a Triton kernel
+    that only writes the (M, N) output, and reading the 16 int4 weights (as int32 words) with a torch
+    row-max reduction and with a plain Triton row-sum kernel (256 programs, 16 rows each)."""
+    from pretrainctl_kernels.bench_quant_floor import read_rows, write_only
+
+    words = [t[0].view(torch.int32) for t in q4]
+    N = words[0].shape[0]
+    x = torch.empty(M, N, device=c.dev, dtype=c.dt)
+    measure_graph(c, "quant", case + " floor", "triton_write_only", [partial(write_only, x)] * len(q4))
+    nb = words[0].numel() * 4
+    measure_graph(c, "quant", case + " floor", "torch_amax_read", [partial(torch.amax, w, 1) for w in words],
+                  nbytes=nb)  # fmt: skip
+    for bn, kw, st in ((16, 128, 3), (32, 64, 4), (8, 512, 1)):
+        fns = [partial(read_rows, w, bn, kw, st) for w in words]
+        measure_graph(c, "quant", case + f" floor bn{bn} kw{kw} st{st}", "triton_read", fns, nbytes=nb)
 
 
 def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> None:
@@ -80,6 +97,7 @@ def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> No
     o8g = measure_graph(c, "quant", c8, "triton_int8", int8, flops=f, nbytes=b8)
     ratio("quant", c4 + " graph", o4g, rg, "bf16_matmul graph")
     ratio("quant", c8 + " graph", o8g, rg, "bf16_matmul graph")
+    _floors(c, case, q4, M)
     best = None
     for name, kw in _sweep(M)[:: 100 if c.smoke else 1]:
         fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]

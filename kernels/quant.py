@@ -158,52 +158,46 @@ def _nibble(w, w_hi, I: tl.constexpr):
 
 
 @triton.jit
-def _plane(w, w_hi, s, z, I: tl.constexpr, X):
-    """Nibble plane I dequantized to X's dtype: ((2**23 + q 16^j) - (2**23 + z 16^j)) * (s 16^-j) with
-    j = I % 4 is (q - z) * s rounded once, as float32 computes it from the codes."""
-    step: tl.constexpr = 1 << (4 * (I % 4))
-    q = _nibble(w, w_hi, I) - (8388608.0 + z * step)[:, :, None]
-    return (q * (s * (1.0 / step))[:, :, None]).to(X.dtype.element_ty)
-
-
-@triton.jit
-def _planes_bf16x2(w, s, z):
-    """The eight dequantized bf16 nibble planes of int32 words w, two per instruction (sm_90 bf16x2
-    arithmetic): (w >> 4j) & 0x000F000F | 0x43004300 is the bf16 pair (128 + q_j, 128 + q_j+4); minus
-    (128 + z) is exact, times s rounds once. Returns planes 0..7; s is rounded to bf16 first."""
-    sb = s.to(tl.bfloat16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-    zb = (z + 128.0).to(tl.bfloat16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
-    sb = tl.broadcast_to((sb | (sb << 16))[:, :, None], w.shape)
-    zb = tl.broadcast_to((zb | (zb << 16))[:, :, None], w.shape)
-    return tl.inline_asm_elementwise(
-        """{
-        .reg .b32 t, v;
-        lop3.b32 t, $8, 0x000F000F, 0x43004300, 0xEA; sub.rn.bf16x2 t, t, $10; mul.rn.bf16x2 t, t, $9;
-        mov.b32 {$0, $4}, t;
-        shr.u32 v, $8, 4;
-        lop3.b32 t, v, 0x000F000F, 0x43004300, 0xEA; sub.rn.bf16x2 t, t, $10; mul.rn.bf16x2 t, t, $9;
-        mov.b32 {$1, $5}, t;
-        shr.u32 v, $8, 8;
-        lop3.b32 t, v, 0x000F000F, 0x43004300, 0xEA; sub.rn.bf16x2 t, t, $10; mul.rn.bf16x2 t, t, $9;
-        mov.b32 {$2, $6}, t;
-        shr.u32 v, $8, 12;
-        lop3.b32 t, v, 0x000F000F, 0x43004300, 0xEA; sub.rn.bf16x2 t, t, $10; mul.rn.bf16x2 t, t, $9;
-        mov.b32 {$3, $7}, t;
-        }""",
-        "=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", [w, sb, zb], dtype=(tl.bfloat16,) * 8, is_pure=True, pack=1)
+def _codes(w, z, X, CODES: tl.constexpr):
+    """(BN, GW) int32 words -> (BN, 8 GW) tile of exact integer codes in X's dtype, each word's eight in
+    the order t -> nibble (t >> 1) + 4 (t & 1), i.e. 0, 4, 1, 5, 2, 6, 3, 7. CODES 0: q - z (z: (BN,)
+    float32); 1: 128 + q; 2: 128 + q in bf16 by inline PTX (sm_90), one lop3 per bf16 pair
+    (128 + q_j, 128 + q_j+4) = (w >> 4j) & 0x000F000F | 0x43004300 -- pairs that are already the
+    k-adjacent values the matrix-unit operand packs into one register."""
+    if CODES == 2:
+        p0, p1, p2, p3, p4, p5, p6, p7 = tl.inline_asm_elementwise(
+            """{
+            .reg .b32 t, v;
+            lop3.b32 t, $8, 0x000F000F, 0x43004300, 0xEA; mov.b32 {$0, $4}, t;
+            shr.u32 v, $8, 4; lop3.b32 t, v, 0x000F000F, 0x43004300, 0xEA; mov.b32 {$1, $5}, t;
+            shr.u32 v, $8, 8; lop3.b32 t, v, 0x000F000F, 0x43004300, 0xEA; mov.b32 {$2, $6}, t;
+            shr.u32 v, $8, 12; lop3.b32 t, v, 0x000F000F, 0x43004300, 0xEA; mov.b32 {$3, $7}, t;
+            }""",
+            "=h,=h,=h,=h,=h,=h,=h,=h,r", [w], dtype=(tl.bfloat16,) * 8, is_pure=True, pack=1)
+    else:
+        dt = X.dtype.element_ty
+        zz = z[:, None] if CODES == 0 else -128.0
+        p0, p1 = ((w & 15).to(tl.float32) - zz).to(dt), (((w >> 4) & 15).to(tl.float32) - zz).to(dt)
+        p2, p3 = (((w >> 8) & 15).to(tl.float32) - zz).to(dt), (((w >> 12) & 15).to(tl.float32) - zz).to(dt)
+        p4, p5 = (((w >> 16) & 15).to(tl.float32) - zz).to(dt), (((w >> 20) & 15).to(tl.float32) - zz).to(dt)
+        p6, p7 = (((w >> 24) & 15).to(tl.float32) - zz).to(dt), (((w >> 28) & 15).to(tl.float32) - zz).to(dt)
+    # tile[..., A, B, C] = nibble 2A + B + 4C, flattened t = 4A + 2B + C: tl.join adds the minor axis.
+    q0 = tl.join(tl.join(p0, p2), tl.join(p1, p3))
+    q1 = tl.join(tl.join(p4, p6), tl.join(p5, p7))
+    return tl.reshape(tl.join(q0, q1), (w.shape[0], 8 * w.shape[1]))
 
 
 @triton.jit
 def _int4_words(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om, s_on, GROUP: tl.constexpr,
                 BM: tl.constexpr, BN: tl.constexpr, GB: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr,
-                STAGES: tl.constexpr, SWAP: tl.constexpr, ASM: tl.constexpr):
+                STAGES: tl.constexpr, SWAP: tl.constexpr, CODES: tl.constexpr):
     """int4 decode on the packed weight read as int32 words P (N, K/8): word j holds k = 8j + i in bits
-    4i..4i+3. Each step loads GB whole groups of BN rows as one (BN, GB, GROUP/8) word tile, so a program
-    has many bytes in flight; grid as _int8_mm, K split in whole groups. Dequantization is exact in
-    float32: (2**23 + q 16^j) - (2**23 + z 16^j) = (q - z) 16^j, times s 16^-j (j = I % 4).
-    GEMV (M == 1): float32 multiply-adds, scaled per group. Else: the eight nibble planes are dequantized
-    to x's dtype (ASM: bf16 pairs, see _planes_bf16x2), interleaved back into k order and multiplied on the
-    matrix units (SWAP: as W x^T)."""
+    4i..4i+3. Grid as _int8_mm, K split in whole groups; each step covers GB groups of BN rows.
+    GEMV: float32 multiply-adds on one (BN, GB, GROUP/8) word tile, dequantized exactly without int->float
+    conversions: (2**23 + q 16^j) - (2**23 + z 16^j) = (q - z) 16^j (j = i % 4), times x 16^-j.
+    Else, per group, the matrix units multiply exact integer codes (see _codes) and the scale comes out of
+    the group's sum: sum_k x (q - z) s = s sum_k x (q - z); with CODES the codes are 128 + q and the zero
+    point comes out too: s (sum_k x (128 + q) - (128 + z) sum_k x), in float32 (SWAP: as W x^T)."""
     GW: tl.constexpr = GROUP // 8
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(2)
@@ -218,22 +212,16 @@ def _int4_words(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_
     g_hi = tl.minimum(G, g_lo + per)
     if GEMV:
         accv = tl.zeros([BN], dtype=tl.float32)
-    elif SWAP:
-        acc_t = tl.zeros([BN, BM], dtype=tl.float32)
-    else:
-        acc = tl.zeros([BM, BN], dtype=tl.float32)
-    for g0 in tl.range(g_lo, g_hi, GB, num_stages=STAGES):
-        gg = g0 + rg
-        gmask = gg < g_hi
-        wofs = (gg[:, None] * GW + rw[None, :])[None, :, :]
-        w = tl.load(P + rn[:, None, None] * s_pn + wofs, mask=nmask[:, None, None] & gmask[None, :, None],
-                    other=0)  # (BN, GB, GW) int32: GB * GROUP values of each of BN rows
-        smask = nmask[:, None] & gmask[None, :]
-        sofs = rn[:, None] * s_sn + gg[None, :] * s_sg
-        s = tl.load(S + sofs, mask=smask, other=0.0).to(tl.float32)  # (BN, GB)
-        z = tl.load(Z + sofs, mask=smask, other=0.0).to(tl.float32)
-        w_hi = w >> 16
-        if GEMV:
+        for g0 in tl.range(g_lo, g_hi, GB, num_stages=STAGES):
+            gg = g0 + rg
+            gmask = gg < g_hi
+            wofs = (gg[:, None] * GW + rw[None, :])[None, :, :]
+            w = tl.load(P + rn[:, None, None] * s_pn + wofs, mask=nmask[:, None, None] & gmask[None, :, None],
+                        other=0)  # (BN, GB, GW) int32: GB * GROUP values of each of BN rows
+            sofs = rn[:, None] * s_sn + gg[None, :] * s_sg
+            s = tl.load(S + sofs, mask=nmask[:, None] & gmask[None, :], other=0.0).to(tl.float32)  # (BN, GB)
+            z = tl.load(Z + sofs, mask=nmask[:, None] & gmask[None, :], other=0.0).to(tl.float32)
+            w_hi = w >> 16
             kx = (gg[:, None] * GROUP + rw[None, :] * 8) * s_xk  # (GB, GW): k of each word's nibble 0
             part = tl.zeros([BN, GB, GW], dtype=tl.float32)
             for i in tl.static_range(8):
@@ -242,29 +230,43 @@ def _int4_words(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_
                 q = _nibble(w, w_hi, i) - (8388608.0 + z * (1 << (4 * (i % 4))))[:, :, None]  # (q - z) 16^j
                 part += q * xi[None, :, :]
             accv += tl.sum(tl.sum(part, 2) * s, 1)  # (q - z) x summed per group, then scaled
-        else:
-            if ASM:
-                p0, p1, p2, p3, p4, p5, p6, p7 = _planes_bf16x2(w, s, z)
-            else:
-                p0, p1, p2, p3 = _plane(w, w_hi, s, z, 0, X), _plane(w, w_hi, s, z, 1, X), \
-                    _plane(w, w_hi, s, z, 2, X), _plane(w, w_hi, s, z, 3, X)
-                p4, p5, p6, p7 = _plane(w, w_hi, s, z, 4, X), _plane(w, w_hi, s, z, 5, X), \
-                    _plane(w, w_hi, s, z, 6, X), _plane(w, w_hi, s, z, 7, X)
-            # Planes i = 4 i2 + 2 i1 + i0 -> (BN, GB, GW, i2, i1, i0): tl.join adds the minor axis.
-            e0 = tl.join(tl.join(p0, p4), tl.join(p2, p6))
-            e1 = tl.join(tl.join(p1, p5), tl.join(p3, p7))
-            wt = tl.reshape(tl.join(e0, e1), (BN, GB * GROUP))  # (BN, BK) in k order
-            rk = g0 * GROUP + tl.arange(0, GB * GROUP)
-            x = tl.load(X + rm[:, None] * s_xm + rk[None, :] * s_xk,
-                        mask=(rm[:, None] < M) & (rk[None, :] < g_hi * GROUP), other=0.0)  # (BM, BK)
-            if SWAP:
-                acc_t = tl.dot(wt, tl.trans(x), acc_t)
-            else:
-                acc = tl.dot(x, tl.trans(wt), acc)
-    if GEMV:
         acc = tl.zeros([BM, BN], dtype=tl.float32) + accv[None, :]
-    elif SWAP:
-        acc = tl.trans(acc_t)
+    else:
+        rx = tl.arange(0, GROUP)
+        if SWAP:
+            acc_t = tl.zeros([BN, BM], dtype=tl.float32)
+        else:
+            acc = tl.zeros([BM, BN], dtype=tl.float32)
+        for g0 in tl.range(g_lo, g_hi, GB, num_stages=STAGES):
+            for gi in tl.static_range(GB):
+                g = g0 + gi
+                wk = g * GW + rw  # (GW,) word columns of group g; masks as vectors (beyond g_hi: none)
+                wmask = nmask[:, None] & (wk < g_hi * GW)[None, :]
+                w = tl.load(P + rn[:, None] * s_pn + wk[None, :], mask=wmask, other=0)  # (BN, GW) int32
+                snmask = nmask & (rn * 0 + g < g_hi)
+                s = tl.load(S + rn * s_sn + g * s_sg, mask=snmask, other=0.0).to(tl.float32)  # (BN,)
+                z = tl.load(Z + rn * s_sn + g * s_sg, mask=snmask, other=0.0).to(tl.float32)
+                xk = g * GROUP + rx
+                x = tl.load(X + rm[:, None] * s_xm + xk[None, :] * s_xk,
+                            mask=(rm[:, None] < M) & (xk < g_hi * GROUP)[None, :], other=0.0)  # (BM, GROUP)
+                # x in the codes' order: (BM, GW, a, b, c) with k = 8w + 4a + 2b + c -> (BM, GW, b, c, a)
+                xp = tl.reshape(tl.permute(tl.reshape(x, (BM, GW, 2, 2, 2)), (0, 1, 3, 4, 2)), (BM, GROUP))
+                qt = _codes(w, z, X, CODES)  # (BN, GROUP)
+                if CODES:  # codes 128 + q: the zero point comes out of the sum (float32 keeps ~2**-16 of it)
+                    zo = z + 128.0
+                    xs = tl.sum(x.to(tl.float32), 1)  # (BM,)
+                if SWAP:
+                    part = tl.dot(qt, tl.trans(xp))  # (BN, BM)
+                    if CODES:
+                        part -= zo[:, None] * xs[None, :]
+                    acc_t += s[:, None] * part
+                else:
+                    part = tl.dot(xp, tl.trans(qt))  # (BM, BN)
+                    if CODES:
+                        part -= zo[None, :] * xs[:, None]
+                    acc += s[None, :] * part
+        if SWAP:
+            acc = tl.trans(acc_t)
     _store_out(O, W, CNT, acc, rm, rn, M, N, s_om, s_on, SPLIT)
 # fmt: on
 
@@ -277,10 +279,11 @@ DECODE = {
     "int4_gemv": (256, 16, 8), "int4_mma": (64, 8, 4), "int8_gemv": (64, 8, 4), "int8_mma": (64, 8, 4),
 }  # fmt: skip
 INT4_JOIN = True  # int4 matrix-unit unpacking: one full-depth dot (faster than two half-depth ones in 5c)
-# int4 decode on int32 words (_int4_words), per path: (BN, K splits, warps, groups per step, loop stages,
-# swap, asm); asm (bf16 x on a GPU, matrix-unit path) dequantizes with bf16x2 inline PTX. Used for
-# M <= 16 whenever group / 8 is a power of two; ``words=False`` takes _int4_mm instead.
-INT4_WORDS = {"gemv": (8, 1, 4, 32, 1, False, False), "mma": (64, 8, 4, 1, 1, False, False)}
+# int4 decode on int32 words (_int4_words) for M == 1 ("m1") and 1 < M <= 16 ("m16"): (BN, K splits,
+# warps, groups per step, loop stages, swap, asm, vec); vec: M == 1 on the vector units (float32 GEMV)
+# instead of the matrix units; asm: the matrix-unit codes are 128 + q (inline PTX for bf16 x on a GPU).
+# Used whenever group / 8 is a power of two; ``words=False`` takes _int4_mm instead.
+INT4_WORDS = {"m1": (32, 1, 8, 16, 1, False, False, True), "m16": (64, 8, 4, 1, 1, True, True, False)}
 
 
 def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,
@@ -405,11 +408,13 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
                 bm: int | None = None, bn: int | None = None, bk: int | None = None,
                 split_k: int | None = None, num_warps: int | None = None, join: bool | None = None,
                 words: bool | None = None, gb: int | None = None, stages: int | None = None,
-                swap: bool | None = None, asm: bool | None = None) -> Tensor:  # fmt: skip
+                swap: bool | None = None, asm: bool | None = None,
+                vec: bool | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype.
     Decode sizes (M <= 16) run _int4_words (``gb`` whole groups per step, ``stages`` loop pipeline depth,
-    ``swap``: the matrix-unit product as W x^T; ``asm``: bf16x2 PTX dequantization, bf16 x on a GPU only;
-    defaults INT4_WORDS) unless ``words=False`` or group / 8
+    ``swap``: the matrix-unit product as W x^T; ``asm``: codes 128 + q with the zero point factored out,
+    unpacked by inline PTX where x is bf16 on a GPU; ``vec``: M == 1 as a float32 GEMV on the vector
+    units; defaults INT4_WORDS) unless ``words=False`` or group / 8
     is not a power of two; otherwise _int4_mm (``bk``: K tile dividing the group; ``join`` picks its
     matrix-unit unpacking, default INT4_JOIN)."""
     M, K = x.shape
@@ -422,19 +427,20 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     if words and not fits:
         raise ValueError(f"int4_matmul: words=True needs group / 8 to be a power of two, got group={group}")
     if M <= 16 and (words or (words is None and fits)):
-        bn_, split, w, gb_, st, sw, asm_ = INT4_WORDS["gemv" if M == 1 else "mma"]
+        bn_, split, w, gb_, st, sw, asm_, vec_ = INT4_WORDS["m1" if M == 1 else "m16"]
+        vec = M == 1 and (vec_ if vec is None else vec)
         gb, G = gb or gb_, K // group
         if gb & (gb - 1):
             raise ValueError(f"int4_matmul: gb={gb} must be a power of two")
         split = max(1, min(split_k or split, triton.cdiv(G, gb)))
-        tiles = (1 if M == 1 else bm or 16), bn or bn_, split, num_warps or w, M == 1
+        tiles = (1 if vec else bm or 16), bn or bn_, split, num_warps or w, vec
         if packed.stride(1) != 1 or packed.stride(0) % 4 or packed.storage_offset() % 4:
             packed = packed.contiguous()
         words_ = packed.view(torch.int32)  # (N, K/8): word j holds k = 8j..8j+7, nibble i = k 8j + i
         post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
-        asm = (asm_ if asm is None else asm) and x.dtype == torch.bfloat16 and x.is_cuda
+        codes = (2 if x.dtype == torch.bfloat16 and x.is_cuda else 1) if (asm_ if asm is None else asm) else 0
         return _launch(_int4_words, x, (words_, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
-                       STAGES=stages or st, SWAP=sw if swap is None else swap, ASM=asm)  # fmt: skip
+                       STAGES=stages or st, SWAP=sw if swap is None else swap, CODES=codes)  # fmt: skip
     bk = bk or min(group, 128)
     if group % bk or bk < 32:
         raise ValueError(f"int4_matmul: bk={bk} must divide group={group} and be >= 32")

@@ -82,10 +82,11 @@ def test_int4_matmul_interpreter(M: int, group: int, dtype: torch.dtype) -> None
 @pytest.mark.parametrize(
     "M,K,group,kw",
     [
-        (1, 256, 32, {}),  # the default GEMV tile: every group of K in one step
-        (1, 384, 128, dict(bn=16, gb=2, split_k=2)),  # 3 groups: the second split's step is half masked
-        (1, 512, 64, dict(bn=32, gb=1, split_k=3)),  # 8 groups over 3 splits: uneven shares, one fix-up
-        (1, 256, 16, dict(bn=8, gb=4, stages=2)),  # two words per group; a pipelined loop
+        (1, 256, 32, dict(vec=True)),  # float32 GEMV, every group of K in one step
+        (1, 256, 32, dict(vec=False, bn=16)),  # the matrix units, 15 masked rows
+        (1, 384, 128, dict(vec=True, bn=16, gb=2, split_k=2)),  # 3 groups: split 2's step half masked
+        (1, 512, 64, dict(vec=True, bn=32, gb=1, split_k=3)),  # 8 groups over 3 splits: uneven, one fix-up
+        (1, 256, 16, dict(vec=True, bn=8, gb=4, stages=2)),  # two words per group; a pipelined loop
         (5, 384, 128, dict(bn=32, gb=2)),  # matrix units, 3 groups in steps of 2
         (16, 256, 32, dict(bn=32, gb=2, split_k=3)),
         (7, 512, 128, dict(bn=16, gb=1, split_k=2, swap=True)),  # the product as W x^T
@@ -93,9 +94,26 @@ def test_int4_matmul_interpreter(M: int, group: int, dtype: torch.dtype) -> None
 )
 def test_int4_words_interpreter(M: int, K: int, group: int, kw: dict, dtype: torch.dtype) -> None:
     need_interpreter()
-    # The word kernel (decode, M <= 16): int32 words, exact float32 dequantization, split-K in whole
-    # groups; N=40 is not a multiple of any column tile.
-    _int4_case(M, 40, K, group, dtype, "cpu", words=True, **kw)
+    # The word kernel (decode, M <= 16): int32 words, split-K in whole groups, M == 1 as an exactly
+    # dequantized float32 GEMV (vec) or on the matrix units with codes q - z; N=40 is not a multiple of
+    # any column tile.
+    _int4_case(M, 40, K, group, dtype, "cpu", words=True, asm=False, **kw)
+
+
+@pytest.mark.parametrize(
+    "M,K,group,kw",
+    [
+        (1, 256, 32, dict(vec=False, bn=16, gb=2)),
+        (5, 384, 128, dict(bn=32, gb=2, split_k=2)),
+        (16, 512, 64, dict(bn=16, gb=1, split_k=3, swap=True)),
+    ],
+)
+def test_int4_words_zero_point_factored_interpreter(M: int, K: int, group: int, kw: dict) -> None:
+    need_interpreter()
+    # Codes 128 + q (what the PTX unpacking makes on a GPU, here in plain Triton) with the zero point
+    # taken out of each group's sum. Float32 keeps only ~2**-16 of that difference of two large sums,
+    # so the test is in fp16, where the reference's own rounding is the larger error.
+    _int4_case(M, 40, K, group, torch.float16, "cpu", words=True, asm=True, **kw)
 
 
 def test_int4_words_edge_cases() -> None:
@@ -165,20 +183,15 @@ def test_int4_matmul_two_dot_unpacking_gpu_bf16(M: int) -> None:
     [
         (1, dict(words=False)),  # the byte kernel's GEMV
         (16, dict(words=False)),
-        (1, dict(bn=64, gb=4, split_k=8)),  # word GEMV with split-K fix-up
-        (16, dict(asm=True, swap=False)),  # bf16x2 PTX dequantization, mma.sync and wgmma
-        (16, dict(asm=True, swap=True)),
-        (16, dict(asm=False, swap=True, gb=2, split_k=4)),
+        (1, dict(vec=True, bn=64, gb=4, split_k=8)),  # float32 GEMV with the split-K fix-up
+        (1, dict(vec=False, asm=True, swap=True)),  # matrix units, PTX codes, wgmma
+        (1, dict(vec=False, asm=True, swap=False, bn=128, split_k=4)),  # mma.sync
+        (16, dict(asm=True, swap=False)),
+        (16, dict(asm=True, swap=True, bn=128, gb=2, split_k=2, stages=2)),
+        (16, dict(asm=False, swap=True)),  # codes q - z
         (9, dict(asm=True, gb=2, split_k=3, stages=3)),
     ],
 )
 def test_int4_decode_variants_gpu_bf16(M: int, kw: dict) -> None:
     need_gpu()
     _int4_case(M, 4096, 4096, 128, torch.bfloat16, "cuda", **kw)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("M", [1, 300])
-def test_int8_matmul_gpu_bf16(M: int) -> None:
-    need_gpu()
-    _int8_case(M, 4096, 4096, torch.bfloat16, "cuda")

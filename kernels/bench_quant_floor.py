@@ -1,0 +1,42 @@
+"""Floor kernels for the decode benchmarks (bench_quant._floors): what one graph-replayed launch costs
+with no arithmetic -- writing the output only, and streaming a packed weight's int32 words."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _write_only(O, numel, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(O + offs, tl.zeros([BLOCK], dtype=O.dtype.element_ty), mask=offs < numel)
+
+
+@triton.jit
+def _read_rows(P, O, N, KW, s_pn, BN: tl.constexpr, BKW: tl.constexpr, STAGES: tl.constexpr):
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    rk = tl.arange(0, BKW)
+    acc = tl.zeros([BN, BKW], dtype=tl.int32)
+    for k0 in tl.range(0, KW, BKW, num_stages=STAGES):
+        rkk = k0 + rk
+        mask = (rn[:, None] < N) & (rkk < KW)[None, :]
+        acc += tl.load(P + rn[:, None] * s_pn + rkk[None, :], mask=mask, other=0)
+    tl.store(O + rn, tl.sum(acc, 1), mask=rn < N)
+
+
+def write_only(out: torch.Tensor) -> torch.Tensor:
+    """Zeros into ``out`` with 128 programs: a launch that moves no weight bytes."""
+    block = triton.next_power_of_2(max(1, triton.cdiv(out.numel(), 128)))
+    _write_only[(triton.cdiv(out.numel(), block),)](out, out.numel(), BLOCK=block, num_warps=4)
+    return out
+
+
+def read_rows(words: torch.Tensor, bn: int, bkw: int, stages: int) -> torch.Tensor:
+    """Row sums of (N, KW) int32 words: every byte read once, BN rows per program, BKW words per step."""
+    N, KW = words.shape
+    out = torch.empty(N, device=words.device, dtype=torch.int32)
+    _read_rows[(triton.cdiv(N, bn),)](words, out, N, KW, words.stride(0), BN=bn, BKW=bkw, STAGES=stages,
+                                      num_warps=4)  # fmt: skip
+    return out
