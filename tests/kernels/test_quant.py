@@ -195,3 +195,10 @@ def test_int4_matmul_two_dot_unpacking_gpu_bf16(M: int) -> None:
 def test_int4_decode_variants_gpu_bf16(M: int, kw: dict) -> None:
     need_gpu()
     _int4_case(M, 4096, 4096, 128, torch.bfloat16, "cuda", **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M", [1, 300])
+def test_int8_matmul_gpu_bf16(M: int) -> None:
+    need_gpu()
+    _int8_case(M, 4096, 4096, torch.bfloat16, "cuda")
