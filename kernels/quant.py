@@ -188,11 +188,69 @@ def _codes(w, z, X, CODES: tl.constexpr):
 
 
 @triton.jit
+def _gemv_load(X, P, S, Z, rn, nmask, gg, g_hi, rw, s_xk, s_pn, s_sn, s_sg, GW: tl.constexpr,
+               GROUP: tl.constexpr):
+    """GEMV step loads: words (BN, GB, GW), scale and zero (BN, GB), and the eight x planes (GB, GW),
+    plane i holding x at k = 8 (word) + i; groups gg >= g_hi are masked off (no memory traffic)."""
+    gmask = gg < g_hi
+    wofs = (gg[:, None] * GW + rw[None, :])[None, :, :]
+    wmask = nmask[:, None, None] & gmask[None, :, None]
+    w = tl.load(P + rn[:, None, None] * s_pn + wofs, mask=wmask, other=0)
+    sofs = rn[:, None] * s_sn + gg[None, :] * s_sg
+    s = tl.load(S + sofs, mask=nmask[:, None] & gmask[None, :], other=0.0)
+    z = tl.load(Z + sofs, mask=nmask[:, None] & gmask[None, :], other=0.0)
+    xp = X + (gg[:, None] * GROUP + rw[None, :] * 8) * s_xk
+    xm = gmask[:, None]
+    x0, x1 = tl.load(xp, mask=xm, other=0.0), tl.load(xp + s_xk, mask=xm, other=0.0)
+    x2, x3 = tl.load(xp + 2 * s_xk, mask=xm, other=0.0), tl.load(xp + 3 * s_xk, mask=xm, other=0.0)
+    x4, x5 = tl.load(xp + 4 * s_xk, mask=xm, other=0.0), tl.load(xp + 5 * s_xk, mask=xm, other=0.0)
+    x6, x7 = tl.load(xp + 6 * s_xk, mask=xm, other=0.0), tl.load(xp + 7 * s_xk, mask=xm, other=0.0)
+    return w, s, z, x0, x1, x2, x3, x4, x5, x6, x7
+
+
+@triton.jit
+def _gemv_plane(part, w, w_hi, z, xi, I: tl.constexpr):
+    q = _nibble(w, w_hi, I) - (8388608.0 + z * (1 << (4 * (I % 4))))[:, :, None]  # (q - z) 16^j, exact
+    return part + q * (xi.to(tl.float32) * (1.0 / (1 << (4 * (I % 4)))))[None, :, :]  # x 16^-j, exact
+
+
+@triton.jit
+def _gemv_step(w, s, z, x0, x1, x2, x3, x4, x5, x6, x7):
+    """sum over the step's groups of s * sum_k (q - z) x, per row: (BN,) float32."""
+    z = z.to(tl.float32)
+    w_hi = w >> 16
+    part = _gemv_plane(tl.zeros(w.shape, dtype=tl.float32), w, w_hi, z, x0, 0)
+    part = _gemv_plane(_gemv_plane(part, w, w_hi, z, x1, 1), w, w_hi, z, x2, 2)
+    part = _gemv_plane(_gemv_plane(part, w, w_hi, z, x3, 3), w, w_hi, z, x4, 4)
+    part = _gemv_plane(_gemv_plane(part, w, w_hi, z, x5, 5), w, w_hi, z, x6, 6)
+    part = _gemv_plane(part, w, w_hi, z, x7, 7)
+    return tl.sum(tl.sum(part, 2) * s.to(tl.float32), 1)
+
+
+@triton.jit
+def _mma_load(X, P, S, Z, rm, rn, nmask, g, g_hi, M, rw, s_xm, s_xk, s_pn, s_sn, s_sg, GW: tl.constexpr,
+              GROUP: tl.constexpr):
+    """Matrix-unit step loads for group g (masked off if g >= g_hi): words (BN, GW), scale and zero (BN,)
+    as float32, x (BM, GROUP)."""
+    wk = g * GW + rw  # masks as vectors: a scalar bool mask is not accepted everywhere
+    wmask = nmask[:, None] & (wk < g_hi * GW)[None, :]
+    w = tl.load(P + rn[:, None] * s_pn + wk[None, :], mask=wmask, other=0)
+    snmask = nmask & (rn * 0 + g < g_hi)
+    s = tl.load(S + rn * s_sn + g * s_sg, mask=snmask, other=0.0).to(tl.float32)
+    z = tl.load(Z + rn * s_sn + g * s_sg, mask=snmask, other=0.0).to(tl.float32)
+    xk = g * GROUP + tl.arange(0, GROUP)
+    xmask = (rm[:, None] < M) & (xk < g_hi * GROUP)[None, :]
+    x = tl.load(X + rm[:, None] * s_xm + xk[None, :] * s_xk, mask=xmask, other=0.0)
+    return w, s, z, x
+
+
+@triton.jit
 def _int4_words(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om, s_on, GROUP: tl.constexpr,
                 BM: tl.constexpr, BN: tl.constexpr, GB: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr,
                 STAGES: tl.constexpr, SWAP: tl.constexpr, CODES: tl.constexpr):
     """int4 decode on the packed weight read as int32 words P (N, K/8): word j holds k = 8j + i in bits
-    4i..4i+3. Grid as _int8_mm, K split in whole groups; each step covers GB groups of BN rows.
+    4i..4i+3. Grid as _int8_mm, K split in whole groups; each step covers BN rows and GB groups (GEMV) or
+    one group (matrix units).
     GEMV: float32 multiply-adds on one (BN, GB, GROUP/8) word tile, dequantized exactly without int->float
     conversions: (2**23 + q 16^j) - (2**23 + z 16^j) = (q - z) 16^j (j = i % 4), times x 16^-j.
     Else, per group, the matrix units multiply exact integer codes (see _codes) and the scale comes out of
@@ -207,64 +265,55 @@ def _int4_words(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_
     rw = tl.arange(0, GW)
     nmask = rn < N
     G = K // GROUP
-    per = tl.cdiv(tl.cdiv(G, GB), tl.num_programs(1)) * GB  # whole groups per K split
+    per = tl.cdiv(tl.cdiv(G, GB), tl.num_programs(1)) * GB  # whole groups per K split (GB = 1 off GEMV)
     g_lo = tl.program_id(1) * per
     g_hi = tl.minimum(G, g_lo + per)
+    # Every global load of a step is issued before its arithmetic (whose layout conversions put barriers
+    # between loads), and with STAGES > 1 the next step's loads before this step's arithmetic.
     if GEMV:
         accv = tl.zeros([BN], dtype=tl.float32)
-        for g0 in tl.range(g_lo, g_hi, GB, num_stages=STAGES):
-            gg = g0 + rg
-            gmask = gg < g_hi
-            wofs = (gg[:, None] * GW + rw[None, :])[None, :, :]
-            w = tl.load(P + rn[:, None, None] * s_pn + wofs, mask=nmask[:, None, None] & gmask[None, :, None],
-                        other=0)  # (BN, GB, GW) int32: GB * GROUP values of each of BN rows
-            sofs = rn[:, None] * s_sn + gg[None, :] * s_sg
-            s = tl.load(S + sofs, mask=nmask[:, None] & gmask[None, :], other=0.0).to(tl.float32)  # (BN, GB)
-            z = tl.load(Z + sofs, mask=nmask[:, None] & gmask[None, :], other=0.0).to(tl.float32)
-            w_hi = w >> 16
-            kx = (gg[:, None] * GROUP + rw[None, :] * 8) * s_xk  # (GB, GW): k of each word's nibble 0
-            part = tl.zeros([BN, GB, GW], dtype=tl.float32)
-            for i in tl.static_range(8):
-                xi = tl.load(X + kx + i * s_xk, mask=gmask[:, None], other=0.0).to(tl.float32)
-                xi = xi * (1.0 / (1 << (4 * (i % 4))))  # exact: a power of two
-                q = _nibble(w, w_hi, i) - (8388608.0 + z * (1 << (4 * (i % 4))))[:, :, None]  # (q - z) 16^j
-                part += q * xi[None, :, :]
-            accv += tl.sum(tl.sum(part, 2) * s, 1)  # (q - z) x summed per group, then scaled
+        strides = (s_xk, s_pn, s_sn, s_sg)
+        t = _gemv_load(X, P, S, Z, rn, nmask, g_lo + rg, g_hi, rw, *strides, GW, GROUP)
+        for g0 in tl.range(g_lo, g_hi, GB, num_stages=1):
+            if STAGES > 1:
+                nxt = _gemv_load(X, P, S, Z, rn, nmask, g0 + GB + rg, g_hi, rw, *strides, GW, GROUP)
+            else:
+                t = _gemv_load(X, P, S, Z, rn, nmask, g0 + rg, g_hi, rw, *strides, GW, GROUP)
+            accv += _gemv_step(*t)
+            if STAGES > 1:
+                t = nxt
         acc = tl.zeros([BM, BN], dtype=tl.float32) + accv[None, :]
     else:
-        rx = tl.arange(0, GROUP)
         if SWAP:
             acc_t = tl.zeros([BN, BM], dtype=tl.float32)
         else:
             acc = tl.zeros([BM, BN], dtype=tl.float32)
-        for g0 in tl.range(g_lo, g_hi, GB, num_stages=STAGES):
-            for gi in tl.static_range(GB):
-                g = g0 + gi
-                wk = g * GW + rw  # (GW,) word columns of group g; masks as vectors (beyond g_hi: none)
-                wmask = nmask[:, None] & (wk < g_hi * GW)[None, :]
-                w = tl.load(P + rn[:, None] * s_pn + wk[None, :], mask=wmask, other=0)  # (BN, GW) int32
-                snmask = nmask & (rn * 0 + g < g_hi)
-                s = tl.load(S + rn * s_sn + g * s_sg, mask=snmask, other=0.0).to(tl.float32)  # (BN,)
-                z = tl.load(Z + rn * s_sn + g * s_sg, mask=snmask, other=0.0).to(tl.float32)
-                xk = g * GROUP + rx
-                x = tl.load(X + rm[:, None] * s_xm + xk[None, :] * s_xk,
-                            mask=(rm[:, None] < M) & (xk < g_hi * GROUP)[None, :], other=0.0)  # (BM, GROUP)
-                # x in the codes' order: (BM, GW, a, b, c) with k = 8w + 4a + 2b + c -> (BM, GW, b, c, a)
-                xp = tl.reshape(tl.permute(tl.reshape(x, (BM, GW, 2, 2, 2)), (0, 1, 3, 4, 2)), (BM, GROUP))
-                qt = _codes(w, z, X, CODES)  # (BN, GROUP)
-                if CODES:  # codes 128 + q: the zero point comes out of the sum (float32 keeps ~2**-16 of it)
-                    zo = z + 128.0
-                    xs = tl.sum(x.to(tl.float32), 1)  # (BM,)
-                if SWAP:
-                    part = tl.dot(qt, tl.trans(xp))  # (BN, BM)
-                    if CODES:
-                        part -= zo[:, None] * xs[None, :]
-                    acc_t += s[:, None] * part
-                else:
-                    part = tl.dot(xp, tl.trans(qt))  # (BM, BN)
-                    if CODES:
-                        part -= zo[None, :] * xs[:, None]
-                    acc += s[None, :] * part
+        strides = (s_xm, s_xk, s_pn, s_sn, s_sg)
+        t = _mma_load(X, P, S, Z, rm, rn, nmask, g_lo, g_hi, M, rw, *strides, GW, GROUP)
+        for g in tl.range(g_lo, g_hi, num_stages=1):
+            if STAGES > 1:
+                nxt = _mma_load(X, P, S, Z, rm, rn, nmask, g + 1, g_hi, M, rw, *strides, GW, GROUP)
+            else:
+                t = _mma_load(X, P, S, Z, rm, rn, nmask, g, g_hi, M, rw, *strides, GW, GROUP)
+            w, s, z, x = t
+            # x in the codes' order: (BM, GW, a, b, c) with k = 8w + 4a + 2b + c -> (BM, GW, b, c, a)
+            xp = tl.reshape(tl.permute(tl.reshape(x, (BM, GW, 2, 2, 2)), (0, 1, 3, 4, 2)), (BM, GROUP))
+            qt = _codes(w, z, X, CODES)  # (BN, GROUP)
+            if CODES:  # codes 128 + q: the zero point comes out of the sum (float32 keeps ~2**-16 of it)
+                zo = z + 128.0
+                xs = tl.sum(x.to(tl.float32), 1)  # (BM,)
+            if SWAP:
+                part = tl.dot(qt, tl.trans(xp))  # (BN, BM)
+                if CODES:
+                    part -= zo[:, None] * xs[None, :]
+                acc_t += s[:, None] * part
+            else:
+                part = tl.dot(xp, tl.trans(qt))  # (BM, BN)
+                if CODES:
+                    part -= zo[None, :] * xs[:, None]
+                acc += s[None, :] * part
+            if STAGES > 1:
+                t = nxt
         if SWAP:
             acc = tl.trans(acc_t)
     _store_out(O, W, CNT, acc, rm, rn, M, N, s_om, s_on, SPLIT)
@@ -283,7 +332,7 @@ INT4_JOIN = True  # int4 matrix-unit unpacking: one full-depth dot (faster than 
 # warps, groups per step, loop stages, swap, asm, vec); vec: M == 1 on the vector units (float32 GEMV)
 # instead of the matrix units; asm: the matrix-unit codes are 128 + q (inline PTX for bf16 x on a GPU).
 # Used whenever group / 8 is a power of two; ``words=False`` takes _int4_mm instead.
-INT4_WORDS = {"m1": (32, 1, 8, 16, 1, False, False, True), "m16": (64, 8, 4, 1, 1, True, True, False)}
+INT4_WORDS = {"m1": (32, 1, 8, 16, 2, False, False, True), "m16": (64, 8, 4, 1, 2, True, True, False)}
 
 
 def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,
@@ -411,12 +460,12 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
                 swap: bool | None = None, asm: bool | None = None,
                 vec: bool | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype.
-    Decode sizes (M <= 16) run _int4_words (``gb`` whole groups per step, ``stages`` loop pipeline depth,
-    ``swap``: the matrix-unit product as W x^T; ``asm``: codes 128 + q with the zero point factored out,
-    unpacked by inline PTX where x is bf16 on a GPU; ``vec``: M == 1 as a float32 GEMV on the vector
-    units; defaults INT4_WORDS) unless ``words=False`` or group / 8
-    is not a power of two; otherwise _int4_mm (``bk``: K tile dividing the group; ``join`` picks its
-    matrix-unit unpacking, default INT4_JOIN)."""
+    Decode sizes (M <= 16) run _int4_words unless ``words=False`` or group / 8 is not a power of two:
+    ``vec``: M == 1 as a float32 GEMV on the vector units, ``gb`` whole groups per step; ``stages`` > 1:
+    the next step's loads are issued before this step's arithmetic; ``swap``: the matrix-unit product
+    as W x^T; ``asm``: codes 128 + q with the zero point factored out, unpacked by inline PTX where x is
+    bf16 on a GPU; defaults INT4_WORDS. Otherwise _int4_mm (``bk``: K tile dividing the group; ``join``
+    picks its matrix-unit unpacking, default INT4_JOIN)."""
     M, K = x.shape
     N = packed.shape[0]
     if packed.shape[1] * 2 != K or scales.shape != (N, K // group) or zeros.shape != scales.shape:
@@ -429,7 +478,7 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     if M <= 16 and (words or (words is None and fits)):
         bn_, split, w, gb_, st, sw, asm_, vec_ = INT4_WORDS["m1" if M == 1 else "m16"]
         vec = M == 1 and (vec_ if vec is None else vec)
-        gb, G = gb or gb_, K // group
+        gb, G = (gb or gb_) if vec else 1, K // group  # the matrix-unit path steps one group at a time
         if gb & (gb - 1):
             raise ValueError(f"int4_matmul: gb={gb} must be a power of two")
         split = max(1, min(split_k or split, triton.cdiv(G, gb)))
@@ -438,7 +487,8 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
             packed = packed.contiguous()
         words_ = packed.view(torch.int32)  # (N, K/8): word j holds k = 8j..8j+7, nibble i = k 8j + i
         post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
-        codes = (2 if x.dtype == torch.bfloat16 and x.is_cuda else 1) if (asm_ if asm is None else asm) else 0
+        ptx = x.dtype == torch.bfloat16 and x.is_cuda
+        codes = (2 if ptx else 1) if asm else 2 if asm is None and asm_ and ptx else 0  # default: PTX/exact
         return _launch(_int4_words, x, (words_, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
                        STAGES=stages or st, SWAP=sw if swap is None else swap, CODES=codes)  # fmt: skip
     bk = bk or min(group, 128)

@@ -134,7 +134,7 @@ def tune_quant(budget: float) -> None:
         print(f"quant M{M}: bf16 matmul {_ms(lambda x=x: x @ w.t()):.4f} ms", flush=True)
         ops = {
             "int4": (lambda c, x=x: Q.int4_matmul(x, packed, scales, zeros, 128, bn=c[0], split_k=c[1],
-                                                  num_warps=c[2]),
+                                                  num_warps=c[2], words=False),  # DECODE: the byte kernel
                      Q.int4_matmul_ref(x, packed, scales, zeros, 128)),
             "int8": (lambda c, x=x: Q.int8_matmul(x, q8, s8, bn=c[0], split_k=c[1], num_warps=c[2]),
                      Q.int8_matmul_ref(x, q8, s8)),
