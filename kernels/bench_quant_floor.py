@@ -40,3 +40,19 @@ def read_rows(words: torch.Tensor, bn: int, bkw: int, stages: int) -> torch.Tens
     _read_rows[(triton.cdiv(N, bn),)](words, out, N, KW, words.stride(0), BN=bn, BKW=bkw, STAGES=stages,
                                       num_warps=4)  # fmt: skip
     return out
+
+
+def gemv_diag(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int,
+              diag: int, tile: tuple) -> torch.Tensor:  # fmt: skip
+    """quant's int4 float32 GEMV (M == 1) with a timing diagnostic: diag 1 keeps every load and drops
+    the arithmetic, 2 keeps the arithmetic on made-up words and drops the weight loads. tile: quant's
+    INT4_WORDS entry layout (BN, K splits, warps, groups per step, stages, ...)."""
+    from pretrainctl_kernels import quant as Q
+
+    bn, split, warps, gb, stages = tile[:5]
+    K, N = x.shape[1], packed.shape[0]
+    words = packed.view(torch.int32)
+    post = (1, N, K, *x.stride(), words.stride(0), *scales.stride())
+    tiles = (1, bn, max(1, min(split, K // group // gb)), warps, True)
+    return Q._launch(Q._int4_words, x, (words, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
+                     STAGES=stages, SWAP=False, CODES=0, DIAG=diag)  # fmt: skip

@@ -189,13 +189,16 @@ def _codes(w, z, X, CODES: tl.constexpr):
 
 @triton.jit
 def _gemv_load(X, P, S, Z, rn, nmask, gg, g_hi, rw, s_xk, s_pn, s_sn, s_sg, GW: tl.constexpr,
-               GROUP: tl.constexpr):
+               GROUP: tl.constexpr, DIAG: tl.constexpr):
     """GEMV step loads: words (BN, GB, GW), scale and zero (BN, GB), and the eight x planes (GB, GW),
     plane i holding x at k = 8 (word) + i; groups gg >= g_hi are masked off (no memory traffic)."""
     gmask = gg < g_hi
     wofs = (gg[:, None] * GW + rw[None, :])[None, :, :]
     wmask = nmask[:, None, None] & gmask[None, :, None]
-    w = tl.load(P + rn[:, None, None] * s_pn + wofs, mask=wmask, other=0)
+    if DIAG == 2:  # timing diagnostic: made-up words, no weight traffic
+        w = (rn[:, None, None] * 977 + wofs) * 40503
+    else:
+        w = tl.load(P + rn[:, None, None] * s_pn + wofs, mask=wmask, other=0)
     sofs = rn[:, None] * s_sn + gg[None, :] * s_sg
     s = tl.load(S + sofs, mask=nmask[:, None] & gmask[None, :], other=0.0)
     z = tl.load(Z + sofs, mask=nmask[:, None] & gmask[None, :], other=0.0)
@@ -228,6 +231,13 @@ def _gemv_step(w, s, z, x0, x1, x2, x3, x4, x5, x6, x7):
 
 
 @triton.jit
+def _gemv_touch(w, s, z, x0, x1, x2, x3, x4, x5, x6, x7):
+    """Diagnostic stand-in for _gemv_step that only keeps every load alive."""
+    xs = (x0.to(tl.float32) + x1 + x2 + x3 + x4 + x5 + x6 + x7)[None, :, :]
+    return tl.sum(tl.sum((w & 1).to(tl.float32) + xs, 2) * s.to(tl.float32) + z.to(tl.float32), 1)
+
+
+@triton.jit
 def _mma_load(X, P, S, Z, rm, rn, nmask, g, g_hi, M, rw, s_xm, s_xk, s_pn, s_sn, s_sg, GW: tl.constexpr,
               GROUP: tl.constexpr):
     """Matrix-unit step loads for group g (masked off if g >= g_hi): words (BN, GW), scale and zero (BN,)
@@ -247,7 +257,7 @@ def _mma_load(X, P, S, Z, rm, rn, nmask, g, g_hi, M, rw, s_xm, s_xk, s_pn, s_sn,
 @triton.jit
 def _int4_words(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om, s_on, GROUP: tl.constexpr,
                 BM: tl.constexpr, BN: tl.constexpr, GB: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr,
-                STAGES: tl.constexpr, SWAP: tl.constexpr, CODES: tl.constexpr):
+                STAGES: tl.constexpr, SWAP: tl.constexpr, CODES: tl.constexpr, DIAG: tl.constexpr = 0):
     """int4 decode on the packed weight read as int32 words P (N, K/8): word j holds k = 8j + i in bits
     4i..4i+3. Grid as _int8_mm, K split in whole groups; each step covers BN rows and GB groups (GEMV) or
     one group (matrix units).
@@ -255,7 +265,8 @@ def _int4_words(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_
     conversions: (2**23 + q 16^j) - (2**23 + z 16^j) = (q - z) 16^j (j = i % 4), times x 16^-j.
     Else, per group, the matrix units multiply exact integer codes (see _codes) and the scale comes out of
     the group's sum: sum_k x (q - z) s = s sum_k x (q - z); with CODES the codes are 128 + q and the zero
-    point comes out too: s (sum_k x (128 + q) - (128 + z) sum_k x), in float32 (SWAP: as W x^T)."""
+    point comes out too: s (sum_k x (128 + q) - (128 + z) sum_k x), in float32 (SWAP: as W x^T).
+    DIAG (GEMV, timing only, see bench_quant_floor): 1 drops the arithmetic, 2 the weight loads."""
     GW: tl.constexpr = GROUP // 8
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(2)
@@ -273,13 +284,16 @@ def _int4_words(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_
     if GEMV:
         accv = tl.zeros([BN], dtype=tl.float32)
         strides = (s_xk, s_pn, s_sn, s_sg)
-        t = _gemv_load(X, P, S, Z, rn, nmask, g_lo + rg, g_hi, rw, *strides, GW, GROUP)
+        t = _gemv_load(X, P, S, Z, rn, nmask, g_lo + rg, g_hi, rw, *strides, GW, GROUP, DIAG)
         for g0 in tl.range(g_lo, g_hi, GB, num_stages=1):
             if STAGES > 1:
-                nxt = _gemv_load(X, P, S, Z, rn, nmask, g0 + GB + rg, g_hi, rw, *strides, GW, GROUP)
+                nxt = _gemv_load(X, P, S, Z, rn, nmask, g0 + GB + rg, g_hi, rw, *strides, GW, GROUP, DIAG)
             else:
-                t = _gemv_load(X, P, S, Z, rn, nmask, g0 + rg, g_hi, rw, *strides, GW, GROUP)
-            accv += _gemv_step(*t)
+                t = _gemv_load(X, P, S, Z, rn, nmask, g0 + rg, g_hi, rw, *strides, GW, GROUP, DIAG)
+            if DIAG == 1:  # timing diagnostic: every load kept, almost no arithmetic
+                accv += _gemv_touch(*t)
+            else:
+                accv += _gemv_step(*t)
             if STAGES > 1:
                 t = nxt
         acc = tl.zeros([BM, BN], dtype=tl.float32) + accv[None, :]
