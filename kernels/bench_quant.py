@@ -24,19 +24,17 @@ def measure_graph(c: Ctx, op: str, case: str, impl: str, fns: list[Callable[[], 
 
 
 # Decode tiles timed in the same run, graph-replayed, for int4 (K = N = 4096, group 128): the word
-# kernel's (BN, K splits, warps, groups per step, loop stages, swap, asm, vec, deq) (quant.INT4_WORDS), the
+# kernel's (BN, K splits, warps, groups per step, loop stages, swap, asm, vec) (quant.INT4_WORDS), the
 # vec ones (float32 GEMV) at M = 1 only; then the byte kernel (_int4_mm) with run 5d's tiles (BN, K
 # splits, warps, join) for comparison.
 T, F = True, False
 WORDS_CANDIDATES = [
-    (32, 1, 8, 16, 2, F, F, T, F), (32, 1, 8, 16, 1, F, F, T, F), (16, 1, 4, 16, 2, F, F, T, F),
-    (32, 1, 8, 8, 2, F, F, T, F), (32, 1, 8, 4, 2, F, F, T, F), (16, 1, 8, 16, 2, F, F, T, F),
-    (128, 16, 8, 2, 1, F, F, T, F),
-    (64, 8, 4, 1, 2, T, T, F, F), (128, 8, 8, 1, 2, T, T, F, F), (64, 4, 4, 1, 2, T, T, F, F),
-    (128, 8, 4, 1, 2, F, T, F, F),
-    (64, 8, 4, 2, 2, T, T, F, T), (64, 4, 4, 2, 2, T, T, F, T), (128, 8, 8, 2, 2, T, T, F, T),
-    (64, 8, 4, 1, 2, T, T, F, T), (64, 8, 4, 2, 2, F, T, F, T), (128, 4, 8, 2, 2, T, T, F, T),
-    (64, 16, 4, 2, 1, T, T, F, T),
+    (16, 1, 4, 16, 2, F, F, T), (32, 1, 8, 16, 2, F, F, T), (8, 1, 4, 16, 2, F, F, T),
+    (16, 1, 4, 8, 2, F, F, T), (8, 1, 2, 16, 2, F, F, T), (16, 1, 4, 32, 1, F, F, T),
+    (16, 1, 4, 16, 1, F, F, T), (8, 1, 4, 32, 1, F, F, T), (8, 1, 4, 8, 2, F, F, T),
+    (16, 1, 8, 16, 2, F, F, T), (128, 16, 8, 2, 1, F, F, T),
+    (64, 8, 4, 1, 2, T, T, F), (128, 8, 8, 1, 2, T, T, F), (64, 4, 4, 1, 2, T, T, F),
+    (128, 8, 4, 1, 2, F, T, F),
 ]  # fmt: skip
 BYTES_TILES = {1: [(256, 16, 8, False)], 16: [(64, 8, 4, True)]}
 
@@ -44,12 +42,12 @@ BYTES_TILES = {1: [(256, 16, 8, False)], 16: [(64, 8, 4, True)]}
 def _sweep(M: int) -> list[tuple[str, dict]]:
     """(row name suffix, int4_matmul keywords) for every candidate at this M."""
     out = []
-    for bn, split, warps, gb, stages, swap, asm, vec, deq in WORDS_CANDIDATES:
+    for bn, split, warps, gb, stages, swap, asm, vec in WORDS_CANDIDATES:
         if vec and M != 1:
             continue
         kw = dict(words=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, swap=swap, asm=asm,
-                  vec=vec, deq=deq)  # fmt: skip
-        flags = "".join(f" {k}" for k, on in (("swap", swap), ("asm", asm), ("vec", vec), ("deq", deq)) if on)
+                  vec=vec)  # fmt: skip
+        flags = "".join(f" {k}" for k, on in (("swap", swap), ("asm", asm), ("vec", vec)) if on)
         out.append((f" words bn{bn} split{split} w{warps} gb{gb} st{stages}" + flags, kw))
     for bn, split, warps, join in BYTES_TILES[M if M == 1 else 16]:
         kw = dict(words=False, bn=bn, split_k=split, num_warps=warps, join=join)

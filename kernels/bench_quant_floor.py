@@ -48,11 +48,12 @@ def gemv_diag(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros
     the arithmetic, 2 keeps the arithmetic on made-up words and drops the weight loads. tile: quant's
     INT4_WORDS entry layout (BN, K splits, warps, groups per step, stages, ...)."""
     from pretrainctl_kernels import quant as Q
+    from pretrainctl_kernels.quant_words import _int4_words
 
     bn, split, warps, gb, stages = tile[:5]
     K, N = x.shape[1], packed.shape[0]
     words = packed.view(torch.int32)
     post = (1, N, K, *x.stride(), words.stride(0), *scales.stride())
     tiles = (1, bn, max(1, min(split, K // group // gb)), warps, True)
-    return Q._launch(Q._int4_words, x, (words, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
+    return Q._launch(_int4_words, x, (words, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
                      STAGES=stages, SWAP=False, CODES=0, DIAG=diag)  # fmt: skip

@@ -100,21 +100,6 @@ def test_int4_words_interpreter(M: int, K: int, group: int, kw: dict, dtype: tor
     _int4_case(M, 40, K, group, dtype, "cpu", words=True, asm=False, **kw)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize(
-    "M,K,group,kw",
-    [
-        (5, 512, 128, dict(gb=2, split_k=2)),  # 2 groups per dot
-        (1, 384, 64, dict(vec=False, gb=2, bn=16, stages=2)),  # 3 groups in steps of 2, prefetched
-        (16, 512, 32, dict(gb=4, swap=True, stages=2, split_k=3)),
-    ],
-)
-def test_int4_words_dequantized_interpreter(M: int, K: int, group: int, kw: dict, dtype: torch.dtype) -> None:
-    need_interpreter()
-    # The matrix units on weights dequantized to x's dtype, several groups per dot.
-    _int4_case(M, 40, K, group, dtype, "cpu", words=True, deq=True, **kw)
-
-
 @pytest.mark.parametrize(
     "M,K,group,kw",
     [
@@ -205,9 +190,11 @@ def test_int4_matmul_two_dot_unpacking_gpu_bf16(M: int) -> None:
         (16, dict(asm=True, swap=True, bn=128, gb=2, split_k=2, stages=2)),
         (16, dict(asm=False, swap=True)),  # codes q - z
         (9, dict(asm=True, gb=2, split_k=3, stages=3)),
-        (1, dict(vec=False, deq=True, gb=2)),  # dequantized bf16 pairs by PTX, wgmma
-        (16, dict(deq=True, gb=2, swap=False, split_k=4)),  # mma.sync
-        (11, dict(deq=True, gb=4, swap=True, split_k=2, stages=1)),
+        (1, dict(vec=True, bn=32, num_warps=8, gb=16, stages=2)),  # other float32 GEMV tiles
+        (1, dict(vec=True, bn=8, num_warps=4, gb=16, stages=2)),
+        (1, dict(vec=True, bn=16, num_warps=4, gb=8, stages=2)),
+        (1, dict(vec=True, bn=8, num_warps=2, gb=16, stages=2)),
+        (1, dict(vec=True, bn=16, num_warps=4, gb=32, stages=1)),
     ],
 )
 def test_int4_decode_variants_gpu_bf16(M: int, kw: dict) -> None:
