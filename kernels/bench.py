@@ -364,4 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # bench_quant and friends import this module by name: let them share this run's ROWS (else their
+    # rows would go to a second copy of the module and be missing from --out).
+    sys.modules.setdefault("pretrainctl_kernels.bench", sys.modules[__name__])
     sys.exit(main())
