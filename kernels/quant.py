@@ -5,14 +5,14 @@
   the kernel multiplies it in the epilogue.
 * int4, asymmetric, group-wise along K with zero points (the GPTQ/AWQ storage format, Frantar et al.
   2022, arXiv:2210.17323; Lin et al. 2023, arXiv:2306.00978): w ~ (q - zero[n, g]) * scale[n, g],
-  q in [0, 15], two values per byte (even k in the low nibble, odd k in the high nibble). The kernel
-  dequantizes each (BN, BK) tile in registers, so only packed bytes cross memory: at decode sizes
-  (M <= 16) the GEMM is bandwidth-bound and reads 4x fewer bytes than bf16.
+  q in [0, 15], two values per byte (even k in the low nibble, odd k in the high nibble). The kernels
+  dequantize in registers, so only packed bytes cross memory (4x fewer than bf16). Decode sizes
+  (M <= 16) run quant_words._int4_words on the bytes read as int32 words (M == 1 as a float32 GEMV,
+  otherwise exact integer codes on the matrix units); larger M and ``words=False`` run _int4_mm here.
 
-Decode sizes split K across programs so that enough programs stream the weight; the float32 partials
-meet in a zeroed workspace through atomics and the last split of each tile writes the output, all in
-one launch (decode is launch- and latency-bound: a second launch costs as much as the GEMM). M == 1
-runs as a matrix-vector product on the vector units.
+Decode sizes may split K across programs so that enough programs stream the weight; the float32
+partials meet in a zeroed workspace through atomics and the last split of each tile writes the output,
+all in one launch (decode is launch- and latency-bound: a second launch costs as much as the GEMM).
 
 Weights use nn.Linear's (N, K) = (out, in) layout; ``x @ W.T`` is the product computed.
 """
@@ -139,7 +139,7 @@ INT4_JOIN = True  # int4 matrix-unit unpacking: one full-depth dot (faster than 
 # warps, groups per step, loop stages, swap, asm, vec); vec: M == 1 on the vector units (float32 GEMV)
 # instead of the matrix units; asm: the matrix-unit codes are 128 + q (inline PTX for bf16 x on a GPU).
 # Used whenever group / 8 is a power of two; ``words=False`` takes _int4_mm instead. From the CUDA-graph
-# sweeps of runs 6c-6e on an H200 (bench/results/h200_kernels_run6*.txt; see BENCHMARKS.md, run 6).
+# sweeps of runs 6c-6f on an H200 (bench/results/h200_kernels_run6*.txt; see BENCHMARKS.md, run 6).
 INT4_WORDS = {"m1": (16, 1, 4, 16, 2, False, False, True), "m16": (64, 8, 4, 1, 2, True, True, False)}
 
 
