@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from pretrainctl_kernels.quant_gemv import _int4_xres
 from pretrainctl_kernels.quant_words import _int4_words, _store_out
 from torch import Tensor
 
@@ -141,6 +142,10 @@ INT4_JOIN = True  # int4 matrix-unit unpacking: one full-depth dot (faster than 
 # Used whenever group / 8 is a power of two; ``words=False`` takes _int4_mm instead. From the CUDA-graph
 # sweeps of runs 6c-6f on an H200 (bench/results/h200_kernels_run6*.txt; see BENCHMARKS.md, run 6).
 INT4_WORDS = {"m1": (16, 1, 4, 16, 2, False, False, True), "m16": (64, 8, 4, 1, 2, True, True, False)}
+# M == 1 with x resident in registers (quant_gemv._int4_xres): (BN rows per program, K splits, warps,
+# rows per loop step, loop stages, zin); INT4_XRES_DEFAULT: whether M == 1 takes it unless ``xres=False``.
+INT4_XRES = (16, 1, 4, 4, 2, True)
+INT4_XRES_DEFAULT = False
 
 
 def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,
@@ -261,18 +266,30 @@ def dequantize_int4(packed: Tensor, scales: Tensor, zeros: Tensor, group: int,
     return w.reshape(N, K).to(dtype or scales.dtype)
 
 
+def _as_words(packed: Tensor) -> Tensor:
+    """(N, K/2) uint8 -> (N, K/8) int32 view (copied first if it cannot be viewed in place): word j
+    holds k = 8j..8j+7, nibble i = k 8j + i."""
+    if packed.stride(1) != 1 or packed.stride(0) % 4 or packed.storage_offset() % 4:
+        packed = packed.contiguous()
+    return packed.view(torch.int32)
+
+
 def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int, *,
                 bm: int | None = None, bn: int | None = None, bk: int | None = None,
                 split_k: int | None = None, num_warps: int | None = None, join: bool | None = None,
                 words: bool | None = None, gb: int | None = None, stages: int | None = None,
-                swap: bool | None = None, asm: bool | None = None,
-                vec: bool | None = None) -> Tensor:  # fmt: skip
+                swap: bool | None = None, asm: bool | None = None, vec: bool | None = None,
+                xres: bool | None = None, rows: int | None = None,
+                zin: bool | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype.
     Decode sizes (M <= 16) run _int4_words unless ``words=False`` or group / 8 is not a power of two:
     ``vec``: M == 1 as a float32 GEMV on the vector units, ``gb`` whole groups per step; ``stages`` > 1:
     the next step's loads are issued before this step's arithmetic; ``swap``: the matrix-unit product
     as W x^T; ``asm``: codes 128 + q with the zero point factored out, unpacked by inline PTX where x is
-    bf16 on a GPU; defaults INT4_WORDS. Otherwise _int4_mm
+    bf16 on a GPU; defaults INT4_WORDS. ``xres`` (M == 1): quant_gemv's GEMV with x loaded once per
+    program, ``bn`` rows per program in steps of ``rows``, ``stages`` 1 (no prefetch), 2 (two register
+    buffers) or 3 (one loop-carried buffer), ``zin``: the zero point subtracted per element; defaults
+    INT4_XRES. Otherwise _int4_mm
     (``bk``: K tile dividing the group; ``join`` picks its matrix-unit unpacking, default INT4_JOIN)."""
     M, K = x.shape
     N = packed.shape[0]
@@ -283,6 +300,23 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     fits = group % 8 == 0 and (group // 8) & (group // 8 - 1) == 0
     if words and not fits:
         raise ValueError(f"int4_matmul: words=True needs group / 8 to be a power of two, got group={group}")
+    if xres and (M != 1 or not fits):
+        raise ValueError(f"int4_matmul: xres=True needs M == 1 and group / 8 a power of two, got M={M}, "
+                         f"group={group}")  # fmt: skip
+    if M == 1 and fits and words is not False and (xres or (xres is None and INT4_XRES_DEFAULT)):
+        bn_, split, w, r_, st, zin_ = INT4_XRES
+        bn, rows, G = bn or bn_, rows or r_, K // group
+        if bn & (bn - 1) or rows & (rows - 1) or bn % rows or (stages or st) not in (1, 2, 3):
+            raise ValueError(f"int4_matmul: bn={bn} and rows={rows} must be powers of two, rows <= bn, and "
+                             f"stages={stages} 1, 2 or 3")  # fmt: skip
+        split = max(1, min(split_k or split, G))
+        words_ = _as_words(packed)
+        post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
+        gpb = triton.next_power_of_2(triton.cdiv(G, split))
+        tiles = (1, bn, split, num_warps or w, True)
+        st, zin = stages or st, zin_ if zin is None else zin
+        return _launch(_int4_xres, x, (words_, scales, zeros), post, N, None, tiles, GROUP=group, R=rows,
+                       GPB=gpb, STAGES=min(st, 2), PING=st == 2, ZIN=zin)  # fmt: skip
     if M <= 16 and (words or (words is None and fits)):
         bn_, split, w, gb_, st, sw, asm_, vec_ = INT4_WORDS["m1" if M == 1 else "m16"]
         vec = M == 1 and (vec_ if vec is None else vec)
@@ -291,9 +325,7 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
             raise ValueError(f"int4_matmul: gb={gb} must be a power of two")
         split = max(1, min(split_k or split, triton.cdiv(G, gb)))
         tiles = (1 if vec else bm or 16), bn or bn_, split, num_warps or w, vec
-        if packed.stride(1) != 1 or packed.stride(0) % 4 or packed.storage_offset() % 4:
-            packed = packed.contiguous()
-        words_ = packed.view(torch.int32)  # (N, K/8): word j holds k = 8j..8j+7, nibble i = k 8j + i
+        words_ = _as_words(packed)
         post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
         ptx = x.dtype == torch.bfloat16 and x.is_cuda
         codes = (2 if ptx else 1) if asm else 2 if asm is None and asm_ and ptx else 0  # default: PTX/exact

@@ -116,6 +116,33 @@ def test_int4_words_zero_point_factored_interpreter(M: int, K: int, group: int, 
     _int4_case(M, 40, K, group, torch.float16, "cpu", words=True, asm=True, **kw)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize(
+    "K,group,kw",
+    [
+        (256, 32, dict()),  # the INT4_XRES tile: two register buffers, zero point per element
+        (256, 32, dict(zin=False, bn=16, rows=4)),  # zero point out of the sum: s (sum q x - z sum x)
+        (384, 128, dict(bn=8, rows=4, split_k=2)),  # 3 groups over 2 splits: one masked group, fix-up
+        (512, 64, dict(bn=32, rows=8, split_k=3, stages=1, zin=False)),  # uneven splits, no prefetch
+        (256, 16, dict(bn=8, rows=8, stages=2)),  # one step per program: the second buffer masked off
+        (512, 128, dict(bn=16, rows=2, stages=3)),  # one loop-carried buffer
+    ],
+)
+def test_int4_xres_interpreter(K: int, group: int, kw: dict, dtype: torch.dtype) -> None:
+    need_interpreter()
+    # M == 1 GEMV with x loaded once per program (quant_gemv): N=40 is not a multiple of any row tile, so
+    # the last program's rows are part masked, and its prefetch past them must write nothing.
+    _int4_case(1, 40, K, group, dtype, "cpu", xres=True, **kw)
+
+
+def test_int4_xres_rejects() -> None:
+    packed, scales, zeros = quantize_int4(torch.randn(24, 64), 32)
+    with pytest.raises(ValueError, match="xres=True needs M == 1"):
+        int4_matmul(torch.randn(2, 64), packed, scales, zeros, 32, xres=True)
+    with pytest.raises(ValueError, match="powers of two"):
+        int4_matmul(torch.randn(1, 64), packed, scales, zeros, 32, xres=True, bn=16, rows=32)
+
+
 def test_int4_words_edge_cases() -> None:
     need_interpreter()
     packed, scales, zeros = quantize_int4(torch.randn(24, 64), 32)
@@ -200,6 +227,26 @@ def test_int4_matmul_two_dot_unpacking_gpu_bf16(M: int) -> None:
 def test_int4_decode_variants_gpu_bf16(M: int, kw: dict) -> None:
     need_gpu()
     _int4_case(M, 4096, 4096, 128, torch.bfloat16, "cuda", **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(zin=False),
+        dict(bn=8, rows=4),
+        dict(bn=16, rows=2),
+        dict(bn=32, rows=4, num_warps=8),
+        dict(bn=16, rows=4, stages=3, zin=False),
+        dict(bn=16, rows=4, stages=1),
+        dict(bn=32, rows=4, split_k=2),
+        dict(bn=64, rows=8, split_k=4),
+    ],
+)
+def test_int4_xres_gpu_bf16(kw: dict) -> None:
+    need_gpu()
+    _int4_case(1, 4096, 4096, 128, torch.bfloat16, "cuda", xres=True, **kw)
 
 
 @pytest.mark.gpu
