@@ -9,6 +9,7 @@
   dequantize in registers, so only packed bytes cross memory (4x fewer than bf16). Decode sizes
   (M <= 16) run quant_words._int4_words on the bytes read as int32 words (M == 1 as a float32 GEMV,
   otherwise exact integer codes on the matrix units); larger M and ``words=False`` run _int4_mm here.
+  ``xres=True`` runs M == 1 as quant_gemv's GEMV with x loaded once per program (slower in run 7).
 
 Decode sizes may split K across programs so that enough programs stream the weight; the float32
 partials meet in a zeroed workspace through atomics and the last split of each tile writes the output,
@@ -144,7 +145,9 @@ INT4_JOIN = True  # int4 matrix-unit unpacking: one full-depth dot (faster than 
 INT4_WORDS = {"m1": (16, 1, 4, 16, 2, False, False, True), "m16": (64, 8, 4, 1, 2, True, True, False)}
 # M == 1 with x resident in registers (quant_gemv._int4_xres): (BN rows per program, K splits, warps,
 # rows per loop step, loop stages, zin); INT4_XRES_DEFAULT: whether M == 1 takes it unless ``xres=False``.
-INT4_XRES = (16, 1, 4, 4, 2, True)
+# Run 7 (H200, bench/results/h200_kernels_run7.txt): its best tile took 10.0 us against 9.4 us for the
+# word kernel's default in the same run, so it is not the default.
+INT4_XRES = (32, 1, 4, 4, 2, True)
 INT4_XRES_DEFAULT = False
 
 
