@@ -29,7 +29,7 @@ OUT = Path(__file__).parent / "results"
 # The heavy-work lock, unless the caller already holds it (PRETRAINCTL_LOCK_HELD=1).
 LOCK = [] if os.environ.get("PRETRAINCTL_LOCK_HELD") else ["flock", "/tmp/pretrainctl-heavy.lock"]
 N = 100  # AdamW steps; Muon gets 0.8 N. The default run's 300 did not fit the shared CPU budget 6 x over.
-ADAMW_LRS = [7.5e-4, 1.5e-3, 3e-3, 6e-3]  # 7.5e-4 added when 1.5e-3 came out best
+ADAMW_LRS = [3.75e-4, 7.5e-4, 1.5e-3, 3e-3, 6e-3]  # the low ones added as each came out best
 MUON_LRS = [0.01, 0.02, 0.04]
 COMMON = ["trainer.val_check_interval=25", "log_every=10", "ema.decay=0.999"]
 RUNS_A = {
@@ -134,7 +134,7 @@ def main() -> None:
     if args.what == "report":
         return report()
     order = ["adamw_lr0.003", "muon_lr0.02", "adamw_lr0.0015", "adamw_lr0.006", "muon_lr0.01", "muon_lr0.04",
-             "adamw_lr0.00075"]
+             "adamw_lr0.00075", "adamw_lr0.000375"]
     if args.part in ("a", "all"):
         for name in order:
             train(name, RUNS_A[name])
