@@ -1,6 +1,6 @@
 """Evidence for the optimizer issue, through the CLI on the default data and model.
 
-(a) Muon vs AdamW: AdamW trained for N steps at 3 LRs, Muon for 0.8 N steps (its own cosine
+(a) Muon vs AdamW: AdamW trained for N steps at 5 LRs, Muon for 0.8 N steps (its own cosine
     schedule over 0.8 N) at 3 Muon LRs (AdamW part of Muon at the default 3e-3); every run also keeps
     an EMA of its weights. The claim holds if the best Muon run's final val_bpb <= the best AdamW's.
 (b) Weight averaging: last vs ema vs soup of the last k step checkpoints, evaluated by
@@ -133,8 +133,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.what == "report":
         return report()
-    order = ["adamw_lr0.003", "muon_lr0.02", "adamw_lr0.0015", "adamw_lr0.006", "muon_lr0.01", "muon_lr0.04",
-             "adamw_lr0.00075", "adamw_lr0.000375"]
+    first = ["adamw_lr0.003", "muon_lr0.02"]  # the averaging evidence runs first
+    order = [*first, *(name for name in RUNS_A if name not in first)]
     if args.part in ("a", "all"):
         for name in order:
             train(name, RUNS_A[name])
