@@ -9,7 +9,8 @@
   dequantize in registers, so only packed bytes cross memory (4x fewer than bf16). Decode sizes
   (M <= 16) run quant_words._int4_words on the bytes read as int32 words (M == 1 as a float32 GEMV,
   otherwise exact integer codes on the matrix units); larger M and ``words=False`` run _int4_mm here.
-  ``xres=True`` runs M == 1 as quant_gemv's GEMV with x loaded once per program (slower in run 7).
+  ``xres=True`` runs M == 1 as quant_gemv's GEMV with x loaded once per program (slower in run 7);
+  ``half2=True`` runs M == 1 (fp16/bf16 x) as quant_half2's GEMV in packed fp16x2 PTX arithmetic.
 
 Decode sizes may split K across programs so that enough programs stream the weight; the float32
 partials meet in a zeroed workspace through atomics and the last split of each tile writes the output,
@@ -24,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 from pretrainctl_kernels.quant_gemv import _int4_xres
+from pretrainctl_kernels.quant_half2 import _int4_h2
 from pretrainctl_kernels.quant_words import _int4_words, _store_out
 from torch import Tensor
 
@@ -149,6 +151,10 @@ INT4_WORDS = {"m1": (16, 1, 4, 16, 2, False, False, True), "m16": (64, 8, 4, 1, 
 # word kernel's default in the same run, so it is not the default.
 INT4_XRES = (32, 1, 4, 4, 2, True)
 INT4_XRES_DEFAULT = False
+# M == 1 in fp16x2 arithmetic (quant_half2._int4_h2): (BN, K splits, warps, groups per step, loop stages,
+# hacc); INT4_HALF2_DEFAULT: whether M == 1 with fp16/bf16 x takes it unless ``half2=False``.
+INT4_HALF2 = (16, 1, 4, 16, 2, 0)
+INT4_HALF2_DEFAULT = False
 
 
 def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,
@@ -282,8 +288,8 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
                 split_k: int | None = None, num_warps: int | None = None, join: bool | None = None,
                 words: bool | None = None, gb: int | None = None, stages: int | None = None,
                 swap: bool | None = None, asm: bool | None = None, vec: bool | None = None,
-                xres: bool | None = None, rows: int | None = None,
-                zin: bool | None = None) -> Tensor:  # fmt: skip
+                xres: bool | None = None, rows: int | None = None, zin: bool | None = None,
+                half2: bool | None = None, hacc: int | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype.
     Decode sizes (M <= 16) run _int4_words unless ``words=False`` or group / 8 is not a power of two:
     ``vec``: M == 1 as a float32 GEMV on the vector units, ``gb`` whole groups per step; ``stages`` > 1:
@@ -292,7 +298,10 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     bf16 on a GPU; defaults INT4_WORDS. ``xres`` (M == 1): quant_gemv's GEMV with x loaded once per
     program, ``bn`` rows per program in steps of ``rows``, ``stages`` 1 (no prefetch), 2 (two register
     buffers) or 3 (one loop-carried buffer), ``zin``: the zero point subtracted per element; defaults
-    INT4_XRES. Otherwise _int4_mm
+    INT4_XRES. ``half2`` (M == 1, fp16/bf16 x): quant_half2's fp16x2 GEMV (``bn``, ``split_k``,
+    ``num_warps``, ``gb``, ``stages`` as the float32 GEMV's; ``hacc`` 1: a whole group summed in fp16x2,
+    0: one word), default INT4_HALF2; INT4_HALF2_DEFAULT makes it the M == 1 default when none of
+    ``words``, ``xres``, ``vec``, ``swap``, ``asm`` is given. Otherwise _int4_mm
     (``bk``: K tile dividing the group; ``join`` picks its matrix-unit unpacking, default INT4_JOIN)."""
     M, K = x.shape
     N = packed.shape[0]
@@ -306,6 +315,26 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     if xres and (M != 1 or not fits):
         raise ValueError(f"int4_matmul: xres=True needs M == 1 and group / 8 a power of two, got M={M}, "
                          f"group={group}")  # fmt: skip
+    h2_why = [why for bad, why in (
+        (M != 1, f"M == 1 (got {M})"), (not fits, f"group / 8 a power of two (got {group})"),
+        (x.dtype not in (torch.float16, torch.bfloat16), f"fp16/bf16 x (got {x.dtype})"),
+        (bool(xres) or words is False, "neither xres=True nor words=False")) if bad]  # fmt: skip
+    h2_ok = not h2_why
+    if half2 and not h2_ok:
+        raise ValueError("int4_matmul: half2=True needs " + "; ".join(h2_why))
+    # The default applies only when no keyword asks for another kernel (the benches time those explicitly).
+    h2_default = INT4_HALF2_DEFAULT and all(a is None for a in (words, xres, vec, swap, asm))
+    if h2_ok and (half2 or (half2 is None and h2_default)):
+        bn_, split, w, gb_, st, hacc_ = INT4_HALF2
+        gb, G = gb or gb_, K // group
+        if gb & (gb - 1) or (hacc if hacc is not None else hacc_) not in (0, 1):
+            raise ValueError(f"int4_matmul: gb={gb} must be a power of two and hacc={hacc} 0 or 1")
+        split = max(1, min(split_k or split, triton.cdiv(G, gb)))
+        words_ = _as_words(packed)
+        post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
+        tiles = (1, bn or bn_, split, num_warps or w, True)
+        return _launch(_int4_h2, x, (words_, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
+                       STAGES=stages or st, HACC=hacc_ if hacc is None else hacc, ASM=x.is_cuda)  # fmt: skip
     if M == 1 and fits and words is not False and (xres or (xres is None and INT4_XRES_DEFAULT)):
         bn_, split, w, r_, st, zin_ = INT4_XRES
         bn, rows, G = bn or bn_, rows or r_, K // group

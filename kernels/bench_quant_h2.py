@@ -1,0 +1,112 @@
+"""Focused int4 decode benchmark (run 8): the M == 1 GEMV in packed fp16x2 PTX arithmetic
+(quant_half2._int4_h2) against the current default and bf16 cuBLAS, timed the way bench_quant times
+decode (CUDA-graph replay over 16 distinct weight copies, K = N = 4096, group 128), each candidate's
+output checked against a float64 truth by the tests' tolerance rule in the same run. Each candidate
+fails on its own (compile or launch errors become an ``error`` row).
+
+    python -m pretrainctl_kernels.bench_quant_h2 [--smoke] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from functools import partial
+
+import torch
+
+# (BN rows per program, K splits, warps, groups per step, loop stages, hacc): quant.INT4_HALF2's layout.
+H2_CANDIDATES = [
+    (16, 1, 4, 16, 2, 0), (16, 1, 4, 16, 2, 1), (16, 1, 4, 8, 2, 0), (16, 1, 4, 8, 2, 1),
+    (32, 1, 8, 16, 2, 0), (32, 1, 8, 16, 2, 1), (32, 1, 4, 8, 2, 0), (16, 1, 4, 16, 1, 0),
+    (8, 1, 4, 16, 2, 0), (16, 2, 4, 8, 2, 0), (16, 1, 8, 16, 2, 0), (8, 1, 4, 8, 2, 0),
+]  # fmt: skip
+
+
+def h2_kwargs(tile: tuple) -> dict:
+    """int4_matmul keywords selecting one H2_CANDIDATES tile."""
+    bn, split, warps, gb, stages, hacc = tile
+    return dict(half2=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, hacc=hacc)
+
+
+def _check(ours: torch.Tensor, ref: torch.Tensor, truth: torch.Tensor) -> dict:
+    """tests/kernels/_tol.py's rule: error to the float64 truth <= 2x the bf16 reference's + 2e-2 scale."""
+    scale = max(1.0, truth.abs().max().item())
+    err = (ours.double() - truth).abs().max().item()
+    ref_err = (ref.double() - truth).abs().max().item()
+    return {"max_err": float(f"{err:.3g}"), "ref_err": float(f"{ref_err:.3g}"),
+            "ok": bool(err <= 2 * ref_err + 2e-2 * scale)}  # fmt: skip
+
+
+def run(smoke: bool) -> None:
+    from pretrainctl_kernels.bench import Ctx, emit
+    from pretrainctl_kernels.bench_quant import measure_graph
+    from pretrainctl_kernels.quant import dequantize_int4, int4_matmul, quantize_int4
+
+    c = Ctx(smoke)
+    K, N = (256, 32) if smoke else (4096, 4096)
+    copies, group = (1 if smoke else 16), 128
+    dt = torch.float16 if smoke else c.dt  # the interpreter computes bf16 wrongly; fp16 checks the script
+    ws = [torch.randn(N, K, device=c.dev, dtype=dt) for _ in range(copies)]
+    q4 = [quantize_int4(w, group) for w in ws]
+    for M in (1,) if smoke else (1, 16):  # the smoke run checks the script (the M = 16 kernel is slow there)
+        x = torch.randn(M, K, device=c.dev, dtype=dt)
+        case, c4 = f"M{M} K{K} N{N}", f"M{M} K{K} N{N} int4 g{group}"
+        truth = x.double() @ dequantize_int4(*q4[0], group, torch.float64).t()
+        ref = x @ dequantize_int4(*q4[0], group, dt).t()
+        bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
+        rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
+        fns = [partial(int4_matmul, x, *t, group, half2=False) for t in q4]
+        chk = _check(fns[0](), ref, truth)
+        d = measure_graph(c, "quant", c4 + " run-6 word kernel (half2=False)", "triton_int4", fns, **chk)
+        if rg and d:
+            emit("quant", c4 + " run-6 word kernel graph", "ratio", speedup_vs="bf16_matmul graph",
+                 speedup=round(rg / d, 3))  # fmt: skip
+        if M != 1:
+            continue
+        best = None
+        for tile in H2_CANDIDATES[:2] if smoke else H2_CANDIDATES:
+            kw = h2_kwargs(tile)
+            name = " half2 bn{} split{} w{} gb{} st{} hacc{}".format(*tile)
+            fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]
+            try:
+                chk = _check(fns[0](), ref, truth)
+            except Exception as exc:  # noqa: BLE001 - a failing configuration is a result
+                emit("quant", c4 + name, "triton_int4", error=f"{type(exc).__name__}: {exc}"[:300])
+                continue
+            ms = measure_graph(c, "quant", c4 + name, "triton_int4", fns, **chk)
+            if ms and chk["ok"] and (best is None or ms < best[1]):
+                best = (name.strip(), ms)
+        rg2 = measure_graph(c, "quant", case + " (again, after the sweep)", "bf16_matmul", bf16)
+        if best and rg:
+            again = round(rg2 / best[1], 3) if rg2 else None
+            emit("quant", c4 + " graph, best half2 tile", "ratio", speedup_vs="bf16_matmul graph",
+                 tile=best[0], speedup=round(rg / best[1], 3), speedup_vs_second_bf16=again)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pretrainctl_kernels.bench_quant_h2")
+    p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under TRITON_INTERPRET=1")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = p.parse_args(argv)
+    if args.smoke:
+        os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module defines its @triton.jit functions
+    elif not torch.cuda.is_available():
+        print("no CUDA GPU here; use --smoke to check the script on CPU", file=sys.stderr)
+        return 2
+    import triton
+    from pretrainctl_kernels import bench
+
+    dev = "cpu (interpreter)" if args.smoke else torch.cuda.get_device_name()
+    print(json.dumps({"device": dev, "torch": torch.__version__, "triton": triton.__version__}), flush=True)
+    run(args.smoke)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(bench.ROWS, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
