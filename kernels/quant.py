@@ -6,11 +6,12 @@
 * int4, asymmetric, group-wise along K with zero points (the GPTQ/AWQ storage format, Frantar et al.
   2022, arXiv:2210.17323; Lin et al. 2023, arXiv:2306.00978): w ~ (q - zero[n, g]) * scale[n, g],
   q in [0, 15], two values per byte (even k in the low nibble, odd k in the high nibble). The kernels
-  dequantize in registers, so only packed bytes cross memory (4x fewer than bf16). Decode sizes
-  (M <= 16) run quant_words._int4_words on the bytes read as int32 words (M == 1 as a float32 GEMV,
-  otherwise exact integer codes on the matrix units); larger M and ``words=False`` run _int4_mm here.
-  ``xres=True`` runs M == 1 as quant_gemv's GEMV with x loaded once per program (slower in run 7);
-  ``half2=True`` runs M == 1 (fp16/bf16 x) as quant_half2's GEMV in packed fp16x2 PTX arithmetic.
+  dequantize in registers, so only packed bytes cross memory (4x fewer than bf16). M == 1 with fp16 or
+  bf16 x runs quant_half2._int4_h2, a GEMV in packed fp16x2 PTX arithmetic (the default since run 8;
+  ``half2=False`` opts out). Other decode sizes (M <= 16) run quant_words._int4_words on the bytes read
+  as int32 words (M == 1 as a float32 GEMV, otherwise exact integer codes on the matrix units); larger M
+  and ``words=False`` run _int4_mm here. ``xres=True`` runs M == 1 as quant_gemv's GEMV with x loaded
+  once per program (slower in run 7).
 
 Decode sizes may split K across programs so that enough programs stream the weight; the float32
 partials meet in a zeroed workspace through atomics and the last split of each tile writes the output,
@@ -152,9 +153,11 @@ INT4_WORDS = {"m1": (16, 1, 4, 16, 2, False, False, True), "m16": (64, 8, 4, 1, 
 INT4_XRES = (32, 1, 4, 4, 2, True)
 INT4_XRES_DEFAULT = False
 # M == 1 in fp16x2 arithmetic (quant_half2._int4_h2): (BN, K splits, warps, groups per step, loop stages,
-# hacc); INT4_HALF2_DEFAULT: whether M == 1 with fp16/bf16 x takes it unless ``half2=False``.
-INT4_HALF2 = (16, 1, 4, 16, 2, 0)
-INT4_HALF2_DEFAULT = False
+# hacc); INT4_HALF2_DEFAULT: whether M == 1 with fp16/bf16 x takes it unless ``half2=False``. Run 8 (H200,
+# bench/results/h200_kernels_run8*.txt): this tile 7.8 us against 9.3 us for the word kernel's M == 1
+# default and 12.4 us for bf16 cuBLAS in the same run.
+INT4_HALF2 = (16, 1, 4, 8, 2, 1)
+INT4_HALF2_DEFAULT = True
 
 
 def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,
@@ -291,7 +294,8 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
                 xres: bool | None = None, rows: int | None = None, zin: bool | None = None,
                 half2: bool | None = None, hacc: int | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype.
-    Decode sizes (M <= 16) run _int4_words unless ``words=False`` or group / 8 is not a power of two:
+    M == 1 with fp16/bf16 x runs quant_half2's GEMV (``half2`` below) unless a keyword asks otherwise;
+    decode sizes (M <= 16) run _int4_words unless ``words=False`` or group / 8 is not a power of two:
     ``vec``: M == 1 as a float32 GEMV on the vector units, ``gb`` whole groups per step; ``stages`` > 1:
     the next step's loads are issued before this step's arithmetic; ``swap``: the matrix-unit product
     as W x^T; ``asm``: codes 128 + q with the zero point factored out, unpacked by inline PTX where x is
