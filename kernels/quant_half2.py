@@ -15,8 +15,8 @@ FasterTransformer's int4 path and Marlin (Frantar et al. 2024, arXiv:2408.11743)
 fp16 range: x is scaled per group by a power of two (exact) so that its largest magnitude lies in
 [1/2, 1) before the fp16 conversion; the group's sum is scaled back in float32. So fp16 can neither
 overflow (at most 64 products of |q - z| <= 15 per half-accumulator: |sum| < 960) nor lose the
-small groups of an x with outliers elsewhere; an element below 2**-14 of its group's maximum becomes
-an fp16 subnormal (absolute error <= 2**-25 of that maximum). Accumulation: ``hacc`` 0 sums each
+small groups of an x with outliers elsewhere; an element below ~2**-14 of its group's maximum becomes
+an fp16 subnormal (absolute error <= 2**-24 of that maximum). Accumulation: ``hacc`` 0 sums each
 word's 8 products in fp16x2 (4 per half) and then in float32; ``hacc`` 1 sums a whole group (16 words)
 in fp16x2 before float32 -- fewer instructions, ~2**-11 relative rounding per add over up to 64 adds.
 
