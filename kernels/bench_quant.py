@@ -58,8 +58,8 @@ def _sweep(M: int) -> list[tuple[str, dict]]:
 def _floors(c: Ctx, case: str, q4: list, M: int) -> None:
     """What a decode launch costs before any arithmetic, graph-replayed like the GEMMs: a Triton kernel
     that only writes the (M, N) output, reading the 16 int4 weights (as int32 words) with a torch
-    row-max reduction and with a plain Triton row-sum kernel, and (M == 1) the default GEMV tile with
-    its loads only or its arithmetic only."""
+    row-max reduction and with a plain Triton row-sum kernel, and (M == 1) the word kernel's GEMV tile
+    with its loads only or its arithmetic only."""
     from pretrainctl_kernels.bench_quant_floor import gemv_diag, read_rows, write_only
 
     words = [t[0].view(torch.int32) for t in q4]
@@ -72,13 +72,13 @@ def _floors(c: Ctx, case: str, q4: list, M: int) -> None:
     for bn, kw, st in ((16, 128, 3), (8, 512, 1)):
         fns = [partial(read_rows, w, bn, kw, st) for w in words]
         measure_graph(c, "quant", case + f" floor bn{bn} kw{kw} st{st}", "triton_read", fns, nbytes=nb)
-    if M == 1:  # the default GEMV tile without its arithmetic, and without its weight loads
+    if M == 1:  # the word kernel's float32 GEMV tile (INT4_WORDS), without arithmetic or weight loads
         from pretrainctl_kernels.quant import INT4_WORDS
 
         xv = torch.randn(1, words[0].shape[1] * 8, device=c.dev, dtype=c.dt)
         for diag, what in ((1, "loads only"), (2, "arithmetic only")):
             fns = [partial(gemv_diag, xv, *t, 128, diag, INT4_WORDS["m1"]) for t in q4]
-            measure_graph(c, "quant", case + f" int4 default GEMV tile, {what}", "triton_int4 diag", fns)
+            measure_graph(c, "quant", case + f" int4 word-kernel GEMV tile, {what}", "triton_int4 diag", fns)
 
 
 def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> None:
