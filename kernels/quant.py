@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from pretrainctl_kernels.quant_deq import _int4_deq
 from pretrainctl_kernels.quant_gemv import _int4_xres
 from pretrainctl_kernels.quant_half2 import _int4_h2
 from pretrainctl_kernels.quant_words import _int4_words, _store_out
@@ -158,6 +159,11 @@ INT4_XRES_DEFAULT = False
 # default and 12.4 us for bf16 cuBLAS in the same run.
 INT4_HALF2 = (16, 1, 4, 8, 2, 1)
 INT4_HALF2_DEFAULT = True
+# M <= 16 on weights dequantized to bf16 in registers, GB groups per dot (quant_deq._int4_deq): (BN, K
+# splits, warps, groups per step, loop stages, swap, order); INT4_DEQ_DEFAULT: whether 1 < M <= 16 takes it
+# unless a keyword picks another kernel. Run 9 (bench/results/h200_kernels_run9*.txt).
+INT4_DEQ = (64, 8, 4, 2, 2, True, 1)
+INT4_DEQ_DEFAULT = False
 
 
 def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,
@@ -292,7 +298,8 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
                 words: bool | None = None, gb: int | None = None, stages: int | None = None,
                 swap: bool | None = None, asm: bool | None = None, vec: bool | None = None,
                 xres: bool | None = None, rows: int | None = None, zin: bool | None = None,
-                half2: bool | None = None, hacc: int | None = None) -> Tensor:  # fmt: skip
+                half2: bool | None = None, hacc: int | None = None, deq: bool | None = None,
+                order: int | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype.
     M == 1 with fp16/bf16 x runs quant_half2's GEMV (``half2`` below) unless a keyword asks otherwise;
     decode sizes (M <= 16) run _int4_words unless ``words=False`` or group / 8 is not a power of two:
@@ -305,7 +312,10 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     INT4_XRES. ``half2`` (M == 1, fp16/bf16 x): quant_half2's fp16x2 GEMV (``bn``, ``split_k``,
     ``num_warps``, ``gb``, ``stages`` as the float32 GEMV's; ``hacc`` 1: a whole group summed in fp16x2,
     0: one word), default INT4_HALF2; INT4_HALF2_DEFAULT makes it the M == 1 default when none of
-    ``words``, ``xres``, ``vec``, ``swap``, ``asm`` is given. Otherwise _int4_mm
+    ``words``, ``xres``, ``vec``, ``swap``, ``asm`` is given. ``deq`` (M <= 16): quant_deq's kernel, weights
+    dequantized to x's dtype, ``gb`` groups per dot (``bn``, ``split_k``, ``num_warps``, ``stages``,
+    ``swap`` as above; ``order`` 0/1: the tile's k order within a word), default INT4_DEQ, the default for
+    1 < M <= 16 if INT4_DEQ_DEFAULT and none of the keywords above is given. Otherwise _int4_mm
     (``bk``: K tile dividing the group; ``join`` picks its matrix-unit unpacking, default INT4_JOIN)."""
     M, K = x.shape
     N = packed.shape[0]
@@ -327,6 +337,23 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     if half2 and not h2_ok:
         raise ValueError("int4_matmul: half2=True needs " + "; ".join(h2_why))
     # The default applies only when no keyword asks for another kernel (the benches time those explicitly).
+    picked = [a for a in (words, xres, vec, swap, asm, half2, deq) if a is not None]
+    if deq and (M > 16 or not fits or xres or half2 or words is False):
+        raise ValueError(f"int4_matmul: deq=True needs M <= 16, group / 8 a power of two, no xres/half2 and "
+                         f"not words=False (got M={M}, group={group})")  # fmt: skip
+    if deq or (deq is None and INT4_DEQ_DEFAULT and 1 < M <= 16 and fits and not picked):
+        bn_, split, w, gb_, st, sw, ord_ = INT4_DEQ
+        gb, order = gb or gb_, ord_ if order is None else order
+        if gb & (gb - 1) or order not in (0, 1):
+            raise ValueError(f"int4_matmul: gb={gb} must be a power of two and order={order} 0 or 1")
+        split = max(1, min(split_k or split, triton.cdiv(K // group, gb)))
+        words_ = _as_words(packed)
+        post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
+        # PTX bf16x2 only where it rounds (q - z) s exactly as the bf16 reference does (bf16 x and scales)
+        ptx = x.is_cuda and x.dtype == scales.dtype == torch.bfloat16
+        tiles, sw = (16, bn or bn_, split, num_warps or w, False), sw if swap is None else swap
+        return _launch(_int4_deq, x, (words_, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
+                       STAGES=stages or st, SWAP=sw, ORD=order, ASM=ptx)  # fmt: skip
     h2_default = INT4_HALF2_DEFAULT and all(a is None for a in (words, xres, vec, swap, asm))
     if h2_ok and (half2 or (half2 is None and h2_default)):
         bn_, split, w, gb_, st, hacc_ = INT4_HALF2

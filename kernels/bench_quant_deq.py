@@ -1,0 +1,125 @@
+"""Focused int4 decode benchmark (run 9): the M <= 16 GEMM on weights dequantized in registers with
+several groups per dot (quant_deq._int4_deq) against the current default and bf16 cuBLAS, timed the way
+bench_quant times decode (CUDA-graph replay over 16 distinct weight copies, K = N = 4096, group 128),
+each candidate's output checked against a float64 truth by the tests' tolerance rule in the same run.
+Each candidate fails on its own (compile or launch errors become an ``error`` row). After the sweep the
+best passing tile is timed once more through ``int4_matmul``'s default path (INT4_DEQ / INT4_DEQ_DEFAULT
+set in this process only), and M = 1's default is re-timed against bf16.
+
+    python -m pretrainctl_kernels.bench_quant_deq [--smoke] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from functools import partial
+
+import torch
+
+# (BN rows per program, K splits, warps, groups per dot, loop stages, swap, order): quant.INT4_DEQ's layout.
+T, F = True, False
+DEQ_CANDIDATES = [
+    (64, 8, 4, 1, 2, T, 1), (64, 16, 4, 1, 2, T, 1), (64, 8, 4, 2, 2, T, 1),
+    (64, 8, 4, 2, 1, T, 1), (64, 16, 4, 2, 1, T, 1), (64, 4, 4, 2, 2, T, 1),
+    (64, 8, 4, 4, 1, T, 1), (128, 8, 8, 1, 2, T, 1), (128, 16, 8, 1, 2, T, 1),
+    (128, 8, 8, 2, 2, T, 1), (64, 8, 4, 1, 2, T, 0), (64, 32, 4, 1, 1, T, 1),
+    (64, 4, 4, 1, 2, T, 1), (32, 8, 4, 2, 2, F, 1), (64, 8, 4, 1, 2, F, 1),
+]  # fmt: skip
+
+
+def deq_kwargs(tile: tuple) -> dict:
+    """int4_matmul keywords selecting one DEQ_CANDIDATES tile."""
+    bn, split, warps, gb, stages, swap, order = tile
+    return dict(deq=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, swap=swap, order=order)
+
+
+def _timed(c, case: str, x, q4: list, group: int, ref, truth, rg, **kw) -> float | None:  # noqa: ANN001
+    """Check against the truth, then time by graph replay; a failure is an error row."""
+    from pretrainctl_kernels.bench import emit
+    from pretrainctl_kernels.bench_quant import measure_graph
+    from pretrainctl_kernels.bench_quant_h2 import _check
+    from pretrainctl_kernels.quant import int4_matmul
+
+    fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]
+    try:
+        chk = _check(fns[0](), ref, truth)
+    except Exception as exc:  # noqa: BLE001 - a failing configuration is a result
+        emit("quant", case, "triton_int4", error=f"{type(exc).__name__}: {exc}"[:300])
+        return None
+    ms = measure_graph(c, "quant", case, "triton_int4", fns, **chk)
+    if ms and rg:
+        emit("quant", case, "ratio", speedup_vs="bf16_matmul graph", speedup=round(rg / ms, 3))
+    return ms if chk["ok"] else None
+
+
+def run(smoke: bool) -> None:
+    from pretrainctl_kernels import quant
+    from pretrainctl_kernels.bench import Ctx, emit
+    from pretrainctl_kernels.bench_quant import measure_graph
+    from pretrainctl_kernels.quant import dequantize_int4, quantize_int4
+
+    c = Ctx(smoke)
+    K, N = (256, 128) if smoke else (4096, 4096)
+    copies, group = (1 if smoke else 16), 128
+    dt = torch.float16 if smoke else c.dt  # the interpreter computes bf16 wrongly; fp16 checks the script
+    ws = [torch.randn(N, K, device=c.dev, dtype=dt) for _ in range(copies)]
+    q4 = [quantize_int4(w, group) for w in ws]
+    for M in (16, 1):
+        x = torch.randn(M, K, device=c.dev, dtype=dt)
+        case, c4 = f"M{M} K{K} N{N}", f"M{M} K{K} N{N} int4 g{group}"
+        truth = x.double() @ dequantize_int4(*q4[0], group, torch.float64).t()
+        ref = x @ dequantize_int4(*q4[0], group, dt).t()
+        bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
+        rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
+        args = (x, q4, group, ref, truth, rg)
+        _timed(c, c4 + " default (no keywords)", *args)
+        if M == 1:
+            continue
+        _timed(c, c4 + " word kernel (run-6 M = 16 default)", *args, words=True)
+        best = None
+        for tile in DEQ_CANDIDATES[:2] if smoke else DEQ_CANDIDATES:
+            name = " deq bn{} split{} w{} gb{} st{} swap{:d} ord{}".format(*tile)
+            ms = _timed(c, c4 + name, *args, **deq_kwargs(tile))
+            if ms and (best is None or ms < best[1]):
+                best = (tile, ms)
+        rg2 = measure_graph(c, "quant", case + " (again, after the sweep)", "bf16_matmul", bf16)
+        if best is None:
+            continue
+        emit("quant", c4 + " graph, best deq tile", "ratio", speedup_vs="bf16_matmul graph",
+             tile=list(best[0]), speedup=round(rg / best[1], 3) if rg else None,
+             speedup_vs_second_bf16=round(rg2 / best[1], 3) if rg2 else None)  # fmt: skip
+        saved = quant.INT4_DEQ, quant.INT4_DEQ_DEFAULT
+        quant.INT4_DEQ, quant.INT4_DEQ_DEFAULT = best[0], True
+        try:
+            _timed(c, c4 + " default with the best deq tile (INT4_DEQ_DEFAULT)", *args)
+        finally:
+            quant.INT4_DEQ, quant.INT4_DEQ_DEFAULT = saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pretrainctl_kernels.bench_quant_deq")
+    p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under TRITON_INTERPRET=1")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = p.parse_args(argv)
+    if args.smoke:
+        os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module defines its @triton.jit functions
+    elif not torch.cuda.is_available():
+        print("no CUDA GPU here; use --smoke to check the script on CPU", file=sys.stderr)
+        return 2
+    import triton
+    from pretrainctl_kernels import bench
+
+    dev = "cpu (interpreter)" if args.smoke else torch.cuda.get_device_name()
+    print(json.dumps({"device": dev, "torch": torch.__version__, "triton": triton.__version__}), flush=True)
+    run(args.smoke)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(bench.ROWS, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
