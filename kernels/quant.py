@@ -162,7 +162,7 @@ INT4_HALF2_DEFAULT = True
 # M <= 16 on weights dequantized to bf16 in registers, GB groups per dot (quant_deq._int4_deq): (BN, K
 # splits, warps, groups per step, loop stages, swap, order); INT4_DEQ_DEFAULT: whether 1 < M <= 16 takes it
 # unless a keyword picks another kernel. Run 9 (bench/results/h200_kernels_run9*.txt).
-INT4_DEQ = (64, 8, 4, 2, 2, True, 1)
+INT4_DEQ = (64, 8, 4, 1, 2, True, 1)
 INT4_DEQ_DEFAULT = False
 
 
@@ -344,8 +344,9 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     if deq or (deq is None and INT4_DEQ_DEFAULT and 1 < M <= 16 and fits and not picked):
         bn_, split, w, gb_, st, sw, ord_ = INT4_DEQ
         gb, order = gb or gb_, ord_ if order is None else order
-        if gb & (gb - 1) or order not in (0, 1):
-            raise ValueError(f"int4_matmul: gb={gb} must be a power of two and order={order} 0 or 1")
+        if gb & (gb - 1) or order not in (0, 1) or (stages or st) not in (1, 2, 3):
+            raise ValueError(f"int4_matmul: gb={gb} must be a power of two, order={order} 0 or 1 and "
+                             f"stages={stages} 1, 2 or 3")  # fmt: skip
         split = max(1, min(split_k or split, triton.cdiv(K // group, gb)))
         words_ = _as_words(packed)
         post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())

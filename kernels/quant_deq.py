@@ -106,8 +106,9 @@ def _int4_deq(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om
               STAGES: tl.constexpr, SWAP: tl.constexpr, ORD: tl.constexpr, ASM: tl.constexpr):
     """x (M, K) @ dequant(P).T, P (N, K/8) int32 words. Grid as quant._int8_mm: (BN rows, K splits in
     whole groups, BM rows of x); each step dequantizes GB groups into one (BN, GB * GROUP) tile and
-    makes one dot of it (SWAP: as W x^T); STAGES > 1 issues the next step's loads before this step's
-    arithmetic (run 6's register prefetch). Partial sums of K splits meet as in quant_words._store_out."""
+    makes one dot of it (SWAP: as W x^T); STAGES 2 / 3 issue the loads of the next step / the one after
+    before this step's arithmetic (run 6's register prefetch, one or two steps deep). Partial sums of K
+    splits meet as in quant_words._store_out."""
     GW: tl.constexpr = GROUP // 8
     rm = tl.program_id(2) * BM + tl.arange(0, BM)
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -125,9 +126,12 @@ def _int4_deq(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om
         acc = tl.zeros([BM, BN], dtype=tl.float32)
     strides = (s_xm, s_xk, s_pn, s_sn, s_sg)
     t = _deq_load(X, P, S, Z, rm, rn, nmask, g_lo, rg, g_hi, M, rw, *strides, GW, GROUP, ORD)
+    if STAGES > 2:
+        t2 = _deq_load(X, P, S, Z, rm, rn, nmask, g_lo + GB, rg, g_hi, M, rw, *strides, GW, GROUP, ORD)
     for g0 in tl.range(g_lo, g_hi, GB, num_stages=1):
-        if STAGES > 1:
-            nxt = _deq_load(X, P, S, Z, rm, rn, nmask, g0 + GB, rg, g_hi, M, rw, *strides, GW, GROUP, ORD)
+        if STAGES > 1:  # the loads of step + STAGES - 1 go out before this step's arithmetic
+            nxt = _deq_load(X, P, S, Z, rm, rn, nmask, g0 + (STAGES - 1) * GB, rg, g_hi, M, rw, *strides, GW,
+                            GROUP, ORD)
         else:
             t = _deq_load(X, P, S, Z, rm, rn, nmask, g0, rg, g_hi, M, rw, *strides, GW, GROUP, ORD)
         w, s, z, x = t
@@ -136,7 +140,10 @@ def _int4_deq(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om
             acc_t = tl.dot(wt, tl.trans(x), acc_t)
         else:
             acc = tl.dot(x, tl.trans(wt), acc)
-        if STAGES > 1:
+        if STAGES > 2:
+            t = t2
+            t2 = nxt
+        elif STAGES > 1:
             t = nxt
     if SWAP:
         acc = tl.trans(acc_t)

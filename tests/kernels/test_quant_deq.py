@@ -33,6 +33,8 @@ def _case(M: int, K: int, group: int, dtype: torch.dtype, device: str, N: int = 
         (16, 256, 32, dict()),  # INT4_DEQ's tile: 8 groups over 8 splits, the prefetch masked off
         (5, 512, 64, dict(gb=2, split_k=3, order=0)),  # uneven splits, one masked group; x permuted
         (16, 512, 32, dict(gb=4, split_k=1, bn=32, stages=2)),  # several steps with the register prefetch
+        (16, 512, 32, dict(gb=2, split_k=1, bn=16, stages=3, swap=False)),  # two steps deep, 8 steps
+        (4, 384, 64, dict(gb=2, split_k=2, stages=3)),  # two steps deep, the second buffer masked off
         (9, 384, 128, dict(gb=2, split_k=1, stages=1, swap=False)),  # x W^T; a half-masked last step
         (2, 256, 16, dict(gb=4, split_k=2, order=0, swap=False)),  # two words per group
         (1, 256, 64, dict(gb=1, split_k=4)),  # M == 1 on the matrix units (15 masked rows of x)
@@ -94,11 +96,12 @@ def test_int4_deq_dispatch_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # Every tile the run-9 bench times, at the decode shape, in bf16 against the float64 truth.
 DEQ_TILES = [
-    (64, 8, 4, 1, 2, True, 1), (64, 16, 4, 1, 2, True, 1), (64, 8, 4, 2, 2, True, 1),
-    (64, 8, 4, 2, 1, True, 1), (64, 16, 4, 2, 1, True, 1), (64, 4, 4, 2, 2, True, 1),
-    (64, 8, 4, 4, 1, True, 1), (128, 8, 8, 1, 2, True, 1), (128, 16, 8, 1, 2, True, 1),
-    (128, 8, 8, 2, 2, True, 1), (64, 8, 4, 1, 2, True, 0), (64, 32, 4, 1, 1, True, 1),
-    (64, 4, 4, 1, 2, True, 1), (32, 8, 4, 2, 2, False, 1), (64, 8, 4, 1, 2, False, 1),
+    (64, 8, 4, 1, 2, True, 1), (64, 8, 4, 1, 3, True, 1), (64, 4, 4, 1, 3, True, 1),
+    (64, 2, 4, 1, 3, True, 1), (64, 2, 8, 1, 3, True, 1), (64, 4, 8, 1, 3, True, 1),
+    (64, 1, 8, 2, 2, True, 1), (64, 1, 8, 1, 3, True, 1), (64, 1, 4, 1, 3, True, 1),
+    (128, 4, 8, 1, 3, True, 1), (32, 1, 4, 4, 2, False, 1), (32, 1, 4, 2, 3, False, 1),
+    (32, 1, 8, 4, 2, False, 1), (32, 2, 4, 2, 3, False, 1), (16, 1, 4, 4, 2, False, 1),
+    (16, 1, 4, 4, 3, False, 1), (16, 1, 4, 8, 2, False, 1),
 ]  # fmt: skip
 
 
