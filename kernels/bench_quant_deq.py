@@ -19,22 +19,22 @@ from functools import partial
 
 import torch
 
-# (BN rows per program, K splits, warps, groups per dot, loop stages, swap, order): quant.INT4_DEQ's layout.
+# (BN rows per program, K splits, warps, groups per dot, loop stages, swap, order, pipe): INT4_DEQ's layout.
 T, F = True, False
 DEQ_CANDIDATES = [
-    (64, 8, 4, 1, 2, T, 1), (64, 8, 4, 1, 3, T, 1), (64, 4, 4, 1, 3, T, 1),
-    (64, 2, 4, 1, 3, T, 1), (64, 2, 8, 1, 3, T, 1), (64, 4, 8, 1, 3, T, 1),
-    (64, 1, 8, 2, 2, T, 1), (64, 1, 8, 1, 3, T, 1), (64, 1, 4, 1, 3, T, 1),
-    (128, 4, 8, 1, 3, T, 1), (32, 1, 4, 4, 2, F, 1), (32, 1, 4, 2, 3, F, 1),
-    (32, 1, 8, 4, 2, F, 1), (32, 2, 4, 2, 3, F, 1), (16, 1, 4, 4, 2, F, 1),
-    (16, 1, 4, 4, 3, F, 1), (16, 1, 4, 8, 2, F, 1),
+    (64, 8, 4, 1, 2, T, 1, 1), (64, 8, 4, 1, 1, T, 1, 3), (64, 8, 4, 1, 1, T, 1, 4),
+    (64, 4, 4, 1, 1, T, 1, 3), (64, 4, 4, 1, 1, T, 1, 4), (64, 16, 4, 1, 1, T, 1, 3),
+    (64, 8, 4, 2, 1, T, 1, 3), (64, 2, 4, 1, 1, T, 1, 4), (64, 2, 4, 1, 1, T, 1, 6),
+    (64, 1, 4, 1, 1, T, 1, 4), (64, 4, 8, 1, 1, T, 1, 4), (128, 4, 8, 1, 1, T, 1, 4),
+    (32, 1, 4, 2, 1, F, 1, 4), (32, 2, 4, 1, 1, F, 1, 4), (64, 8, 4, 1, 1, T, 1, 2),
 ]  # fmt: skip
 
 
 def deq_kwargs(tile: tuple) -> dict:
     """int4_matmul keywords selecting one DEQ_CANDIDATES tile."""
-    bn, split, warps, gb, stages, swap, order = tile
-    return dict(deq=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, swap=swap, order=order)
+    bn, split, warps, gb, stages, swap, order, pipe = tile
+    return dict(deq=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, swap=swap, order=order,
+                pipe=pipe)  # fmt: skip
 
 
 def _timed(c, case: str, x, q4: list, group: int, ref, truth, rg, **kw) -> float | None:  # noqa: ANN001
@@ -82,7 +82,7 @@ def run(smoke: bool) -> None:
         _timed(c, c4 + " word kernel (run-6 M = 16 default)", *args, words=True)
         best = None
         for tile in DEQ_CANDIDATES[:2] if smoke else DEQ_CANDIDATES:
-            name = " deq bn{} split{} w{} gb{} st{} swap{:d} ord{}".format(*tile)
+            name = " deq bn{} split{} w{} gb{} st{} swap{:d} ord{} pipe{}".format(*tile)
             ms = _timed(c, c4 + name, *args, **deq_kwargs(tile))
             if ms and (best is None or ms < best[1]):
                 best = (tile, ms)

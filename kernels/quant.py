@@ -160,9 +160,9 @@ INT4_XRES_DEFAULT = False
 INT4_HALF2 = (16, 1, 4, 8, 2, 1)
 INT4_HALF2_DEFAULT = True
 # M <= 16 on weights dequantized to bf16 in registers, GB groups per dot (quant_deq._int4_deq): (BN, K
-# splits, warps, groups per step, loop stages, swap, order); INT4_DEQ_DEFAULT: whether 1 < M <= 16 takes it
-# unless a keyword picks another kernel. Run 9 (bench/results/h200_kernels_run9*.txt).
-INT4_DEQ = (64, 8, 4, 1, 2, True, 1)
+# splits, warps, groups per step, loop stages, swap, order, pipe); INT4_DEQ_DEFAULT: whether 1 < M <= 16
+# takes it unless a keyword picks another kernel. Run 9 (bench/results/h200_kernels_run9*.txt).
+INT4_DEQ = (64, 8, 4, 1, 2, True, 1, 1)
 INT4_DEQ_DEFAULT = False
 
 
@@ -299,7 +299,7 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
                 swap: bool | None = None, asm: bool | None = None, vec: bool | None = None,
                 xres: bool | None = None, rows: int | None = None, zin: bool | None = None,
                 half2: bool | None = None, hacc: int | None = None, deq: bool | None = None,
-                order: int | None = None) -> Tensor:  # fmt: skip
+                order: int | None = None, pipe: int | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype.
     M == 1 with fp16/bf16 x runs quant_half2's GEMV (``half2`` below) unless a keyword asks otherwise;
     decode sizes (M <= 16) run _int4_words unless ``words=False`` or group / 8 is not a power of two:
@@ -314,7 +314,8 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     0: one word), default INT4_HALF2; INT4_HALF2_DEFAULT makes it the M == 1 default when none of
     ``words``, ``xres``, ``vec``, ``swap``, ``asm`` is given. ``deq`` (M <= 16): quant_deq's kernel, weights
     dequantized to x's dtype, ``gb`` groups per dot (``bn``, ``split_k``, ``num_warps``, ``stages``,
-    ``swap`` as above; ``order`` 0/1: the tile's k order within a word), default INT4_DEQ, the default for
+    ``swap`` as above; ``order`` 0/1: the tile's k order within a word; ``pipe`` > 1: Triton's loop
+    pipelining with that many stages), default INT4_DEQ, the default for
     1 < M <= 16 if INT4_DEQ_DEFAULT and none of the keywords above is given. Otherwise _int4_mm
     (``bk``: K tile dividing the group; ``join`` picks its matrix-unit unpacking, default INT4_JOIN)."""
     M, K = x.shape
@@ -342,11 +343,11 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
         raise ValueError(f"int4_matmul: deq=True needs M <= 16, group / 8 a power of two, no xres/half2 and "
                          f"not words=False (got M={M}, group={group})")  # fmt: skip
     if deq or (deq is None and INT4_DEQ_DEFAULT and 1 < M <= 16 and fits and not picked):
-        bn_, split, w, gb_, st, sw, ord_ = INT4_DEQ
-        gb, order = gb or gb_, ord_ if order is None else order
-        if gb & (gb - 1) or order not in (0, 1) or (stages or st) not in (1, 2, 3):
-            raise ValueError(f"int4_matmul: gb={gb} must be a power of two, order={order} 0 or 1 and "
-                             f"stages={stages} 1, 2 or 3")  # fmt: skip
+        bn_, split, w, gb_, st, sw, ord_, pipe_ = INT4_DEQ
+        gb, order, pipe = gb or gb_, ord_ if order is None else order, pipe_ if pipe is None else pipe
+        if gb & (gb - 1) or order not in (0, 1) or (stages or st) not in (1, 2, 3) or pipe < 1:
+            raise ValueError(f"int4_matmul: gb={gb} must be a power of two, order={order} 0 or 1, "
+                             f"stages={stages} 1, 2 or 3 and pipe={pipe} >= 1")  # fmt: skip
         split = max(1, min(split_k or split, triton.cdiv(K // group, gb)))
         words_ = _as_words(packed)
         post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
@@ -354,7 +355,7 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
         ptx = x.is_cuda and x.dtype == scales.dtype == torch.bfloat16
         tiles, sw = (16, bn or bn_, split, num_warps or w, False), sw if swap is None else swap
         return _launch(_int4_deq, x, (words_, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
-                       STAGES=stages or st, SWAP=sw, ORD=order, ASM=ptx)  # fmt: skip
+                       STAGES=stages or st, SWAP=sw, ORD=order, ASM=ptx, PIPE=pipe)  # fmt: skip
     h2_default = INT4_HALF2_DEFAULT and all(a is None for a in (words, xres, vec, swap, asm))
     if h2_ok and (half2 or (half2 is None and h2_default)):
         bn_, split, w, gb_, st, hacc_ = INT4_HALF2

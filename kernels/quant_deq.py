@@ -103,12 +103,14 @@ def _deq_load(X, P, S, Z, rm, rn, nmask, g, rg, g_hi, M, rw, s_xm, s_xk, s_pn, s
 @triton.jit
 def _int4_deq(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om, s_on, GROUP: tl.constexpr,
               BM: tl.constexpr, BN: tl.constexpr, GB: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr,
-              STAGES: tl.constexpr, SWAP: tl.constexpr, ORD: tl.constexpr, ASM: tl.constexpr):
+              STAGES: tl.constexpr, SWAP: tl.constexpr, ORD: tl.constexpr, ASM: tl.constexpr,
+              PIPE: tl.constexpr = 1):
     """x (M, K) @ dequant(P).T, P (N, K/8) int32 words. Grid as quant._int8_mm: (BN rows, K splits in
     whole groups, BM rows of x); each step dequantizes GB groups into one (BN, GB * GROUP) tile and
     makes one dot of it (SWAP: as W x^T); STAGES 2 / 3 issue the loads of the next step / the one after
-    before this step's arithmetic (run 6's register prefetch, one or two steps deep). Partial sums of K
-    splits meet as in quant_words._store_out."""
+    before this step's arithmetic (run 6's register prefetch, one or two steps deep); PIPE > 1 (with
+    STAGES 1) leaves it to Triton's loop pipelining, PIPE - 1 steps of loads in flight through shared
+    memory. Partial sums of K splits meet as in quant_words._store_out."""
     GW: tl.constexpr = GROUP // 8
     rm = tl.program_id(2) * BM + tl.arange(0, BM)
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -128,7 +130,7 @@ def _int4_deq(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om
     t = _deq_load(X, P, S, Z, rm, rn, nmask, g_lo, rg, g_hi, M, rw, *strides, GW, GROUP, ORD)
     if STAGES > 2:
         t2 = _deq_load(X, P, S, Z, rm, rn, nmask, g_lo + GB, rg, g_hi, M, rw, *strides, GW, GROUP, ORD)
-    for g0 in tl.range(g_lo, g_hi, GB, num_stages=1):
+    for g0 in tl.range(g_lo, g_hi, GB, num_stages=PIPE):
         if STAGES > 1:  # the loads of step + STAGES - 1 go out before this step's arithmetic
             nxt = _deq_load(X, P, S, Z, rm, rn, nmask, g0 + (STAGES - 1) * GB, rg, g_hi, M, rw, *strides, GW,
                             GROUP, ORD)
