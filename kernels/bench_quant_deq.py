@@ -19,22 +19,21 @@ from functools import partial
 
 import torch
 
-# (BN rows per program, K splits, warps, groups per dot, loop stages, swap, order, pipe): INT4_DEQ's layout.
+# (BN rows per program, K splits, warps, groups per dot, loop stages, swap, order, pipe, two_pass): INT4_DEQ's
+# layout.
 T, F = True, False
 DEQ_CANDIDATES = [
-    (64, 8, 4, 1, 2, T, 1, 1), (64, 8, 4, 1, 1, T, 1, 3), (64, 8, 4, 1, 1, T, 1, 4),
-    (64, 4, 4, 1, 1, T, 1, 3), (64, 4, 4, 1, 1, T, 1, 4), (64, 16, 4, 1, 1, T, 1, 3),
-    (64, 8, 4, 2, 1, T, 1, 3), (64, 2, 4, 1, 1, T, 1, 4), (64, 2, 4, 1, 1, T, 1, 6),
-    (64, 1, 4, 1, 1, T, 1, 4), (64, 4, 8, 1, 1, T, 1, 4), (128, 4, 8, 1, 1, T, 1, 4),
-    (32, 1, 4, 2, 1, F, 1, 4), (32, 2, 4, 1, 1, F, 1, 4), (64, 8, 4, 1, 1, T, 1, 2),
+    (64, 8, 4, 1, 2, T, 1, 1, F), (64, 8, 4, 1, 2, T, 1, 1, T), (64, 16, 4, 1, 2, T, 1, 1, T),
+    (64, 4, 4, 1, 2, T, 1, 1, T), (128, 8, 8, 1, 2, T, 1, 1, T), (64, 8, 4, 1, 1, T, 1, 3, T),
+    (64, 32, 4, 1, 1, T, 1, 1, T), (64, 16, 4, 1, 2, T, 1, 1, F), (128, 16, 8, 1, 2, T, 1, 1, T),
 ]  # fmt: skip
 
 
 def deq_kwargs(tile: tuple) -> dict:
     """int4_matmul keywords selecting one DEQ_CANDIDATES tile."""
-    bn, split, warps, gb, stages, swap, order, pipe = tile
+    bn, split, warps, gb, stages, swap, order, pipe, two = tile
     return dict(deq=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, swap=swap, order=order,
-                pipe=pipe)  # fmt: skip
+                pipe=pipe, two_pass=two)  # fmt: skip
 
 
 def _timed(c, case: str, x, q4: list, group: int, ref, truth, rg, **kw) -> float | None:  # noqa: ANN001
@@ -54,6 +53,36 @@ def _timed(c, case: str, x, q4: list, group: int, ref, truth, rg, **kw) -> float
     if ms and rg:
         emit("quant", case, "ratio", speedup_vs="bf16_matmul graph", speedup=round(rg / ms, 3))
     return ms if chk["ok"] else None
+
+
+def _diag_launch(x, packed, scales, zeros, group: int, diag: int, tile: tuple):  # noqa: ANN001, ANN202
+    from pretrainctl_kernels import quant
+    from pretrainctl_kernels.quant_deq import _int4_deq
+
+    bn, split, warps, gb, stages, swap, order, pipe, _ = tile
+    words = quant._as_words(packed)
+    post = (x.shape[0], packed.shape[0], x.shape[1], *x.stride(), words.stride(0), *scales.stride())
+    tiles = (16, bn, split, warps, False)
+    consts = dict(GROUP=group, GB=gb, STAGES=stages, SWAP=swap, ORD=order, ASM=x.is_cuda, PIPE=pipe)
+    return quant._launch(
+        _int4_deq, x, (words, scales, zeros), post, packed.shape[0], None, tiles, DIAG=diag, **consts
+    )
+
+
+def _diagnostics(c, c4: str, x, q4: list, group: int) -> None:  # noqa: ANN001
+    """Where the time goes (timing only, wrong results): the default deq tile without its split-K fix-up
+    (every split stores its partial), without its unpacking arithmetic, without its weight loads; and a
+    launch that only writes the output."""
+    from pretrainctl_kernels import quant
+    from pretrainctl_kernels.bench_quant import measure_graph
+    from pretrainctl_kernels.bench_quant_floor import write_only
+
+    tile = tuple(quant.INT4_DEQ)
+    for diag, what in ((1, "no split-K fix-up"), (2, "no unpacking arithmetic"), (3, "no weight loads")):
+        fns = [partial(_diag_launch, x, *t, group, diag, tile) for t in q4]
+        measure_graph(c, "quant", c4 + f" deq default tile, {what}", "triton_int4 diag", fns)
+    out = torch.empty_like(x[:, : q4[0][0].shape[0]])
+    measure_graph(c, "quant", c4 + " floor", "triton_write_only", [partial(write_only, out)] * len(q4))
 
 
 def run(smoke: bool) -> None:
@@ -82,10 +111,11 @@ def run(smoke: bool) -> None:
         _timed(c, c4 + " word kernel (run-6 M = 16 default)", *args, words=True)
         best = None
         for tile in DEQ_CANDIDATES[:2] if smoke else DEQ_CANDIDATES:
-            name = " deq bn{} split{} w{} gb{} st{} swap{:d} ord{} pipe{}".format(*tile)
+            name = " deq bn{} split{} w{} gb{} st{} swap{:d} ord{} pipe{} two{:d}".format(*tile)
             ms = _timed(c, c4 + name, *args, **deq_kwargs(tile))
             if ms and (best is None or ms < best[1]):
                 best = (tile, ms)
+        _diagnostics(c, c4, x, q4, group)
         rg2 = measure_graph(c, "quant", case + " (again, after the sweep)", "bf16_matmul", bf16)
         if best is None:
             continue

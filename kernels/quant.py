@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from pretrainctl_kernels.quant_deq import _int4_deq
+from pretrainctl_kernels.quant_deq import _int4_deq, launch_two_pass
 from pretrainctl_kernels.quant_gemv import _int4_xres
 from pretrainctl_kernels.quant_half2 import _int4_h2
 from pretrainctl_kernels.quant_words import _int4_words, _store_out
@@ -160,9 +160,9 @@ INT4_XRES_DEFAULT = False
 INT4_HALF2 = (16, 1, 4, 8, 2, 1)
 INT4_HALF2_DEFAULT = True
 # M <= 16 on weights dequantized to bf16 in registers, GB groups per dot (quant_deq._int4_deq): (BN, K
-# splits, warps, groups per step, loop stages, swap, order, pipe); INT4_DEQ_DEFAULT: whether 1 < M <= 16
-# takes it unless a keyword picks another kernel. Run 9 (bench/results/h200_kernels_run9*.txt).
-INT4_DEQ = (64, 8, 4, 1, 2, True, 1, 1)
+# splits, warps, groups per step, loop stages, swap, order, pipe, two_pass); INT4_DEQ_DEFAULT: whether
+# 1 < M <= 16 takes it unless a keyword picks another kernel. Run 9 (bench/results/h200_kernels_run9*.txt).
+INT4_DEQ = (64, 8, 4, 1, 2, True, 1, 1, False)
 INT4_DEQ_DEFAULT = False
 
 
@@ -299,7 +299,8 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
                 swap: bool | None = None, asm: bool | None = None, vec: bool | None = None,
                 xres: bool | None = None, rows: int | None = None, zin: bool | None = None,
                 half2: bool | None = None, hacc: int | None = None, deq: bool | None = None,
-                order: int | None = None, pipe: int | None = None) -> Tensor:  # fmt: skip
+                order: int | None = None, pipe: int | None = None,
+                two_pass: bool | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype.
     M == 1 with fp16/bf16 x runs quant_half2's GEMV (``half2`` below) unless a keyword asks otherwise;
     decode sizes (M <= 16) run _int4_words unless ``words=False`` or group / 8 is not a power of two:
@@ -315,9 +316,10 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
     ``words``, ``xres``, ``vec``, ``swap``, ``asm`` is given. ``deq`` (M <= 16): quant_deq's kernel, weights
     dequantized to x's dtype, ``gb`` groups per dot (``bn``, ``split_k``, ``num_warps``, ``stages``,
     ``swap`` as above; ``order`` 0/1: the tile's k order within a word; ``pipe`` > 1: Triton's loop
-    pipelining with that many stages), default INT4_DEQ, the default for
-    1 < M <= 16 if INT4_DEQ_DEFAULT and none of the keywords above is given. Otherwise _int4_mm
-    (``bk``: K tile dividing the group; ``join`` picks its matrix-unit unpacking, default INT4_JOIN)."""
+    pipelining with that many stages; ``two_pass``: K splits summed by a second launch), default
+    INT4_DEQ, the default for 1 < M <= 16 if INT4_DEQ_DEFAULT and none of the keywords above is given.
+    Otherwise _int4_mm (``bk``: K tile dividing the group; ``join`` picks its matrix-unit unpacking,
+    default INT4_JOIN)."""
     M, K = x.shape
     N = packed.shape[0]
     if packed.shape[1] * 2 != K or scales.shape != (N, K // group) or zeros.shape != scales.shape:
@@ -343,7 +345,7 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
         raise ValueError(f"int4_matmul: deq=True needs M <= 16, group / 8 a power of two, no xres/half2 and "
                          f"not words=False (got M={M}, group={group})")  # fmt: skip
     if deq or (deq is None and INT4_DEQ_DEFAULT and 1 < M <= 16 and fits and not picked):
-        bn_, split, w, gb_, st, sw, ord_, pipe_ = INT4_DEQ
+        bn_, split, w, gb_, st, sw, ord_, pipe_, two_ = INT4_DEQ
         gb, order, pipe = gb or gb_, ord_ if order is None else order, pipe_ if pipe is None else pipe
         if gb & (gb - 1) or order not in (0, 1) or (stages or st) not in (1, 2, 3) or pipe < 1:
             raise ValueError(f"int4_matmul: gb={gb} must be a power of two, order={order} 0 or 1, "
@@ -354,8 +356,10 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
         # PTX bf16x2 only where it rounds (q - z) s exactly as the bf16 reference does (bf16 x and scales)
         ptx = x.is_cuda and x.dtype == scales.dtype == torch.bfloat16
         tiles, sw = (16, bn or bn_, split, num_warps or w, False), sw if swap is None else swap
-        return _launch(_int4_deq, x, (words_, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
-                       STAGES=stages or st, SWAP=sw, ORD=order, ASM=ptx, PIPE=pipe)  # fmt: skip
+        consts = dict(GROUP=group, GB=gb, STAGES=stages or st, SWAP=sw, ORD=order, ASM=ptx, PIPE=pipe)
+        if (two_ if two_pass is None else two_pass) and split > 1:
+            return launch_two_pass(x, (words_, scales, zeros), post, N, tiles, **consts)
+        return _launch(_int4_deq, x, (words_, scales, zeros), post, N, None, tiles, **consts)
     h2_default = INT4_HALF2_DEFAULT and all(a is None for a in (words, xres, vec, swap, asm))
     if h2_ok and (half2 or (half2 is None and h2_default)):
         bn_, split, w, gb_, st, hacc_ = INT4_HALF2

@@ -24,9 +24,11 @@ which the CPU interpreter tests; the PTX is tested on the GPU.
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 from pretrainctl_kernels.quant_words import _store_out
+from torch import Tensor
 
 
 # fmt: off
@@ -44,10 +46,15 @@ def _plane(w, I: tl.constexpr, zz, ss, dt: tl.constexpr):
 
 
 @triton.jit
-def _deq_tile(w, s, z, dt: tl.constexpr, ASM: tl.constexpr, ORD: tl.constexpr):
+def _deq_tile(w, s, z, dt: tl.constexpr, ASM: tl.constexpr, ORD: tl.constexpr, DIAG: tl.constexpr = 0):
     """(BN, GB, GW) int32 words and (BN, GB) scale / zero -> (BN, GB * 8 GW) weights (q - z) s in dt,
-    k order within each word: ORD 0: nibbles 0, 4, 1, 5, 2, 6, 3, 7; ORD 1: 0..7."""
-    if ASM:  # bf16: one lop3, one sub and one mul per pair of weights
+    k order within each word: ORD 0: nibbles 0, 4, 1, 5, 2, 6, 3, 7; ORD 1: 0..7. DIAG 2 (timing only):
+    the word's halves as they are, no unpacking arithmetic."""
+    if ASM and DIAG == 2:
+        p0, p1, p2, p3, p4, p5, p6, p7 = tl.inline_asm_elementwise(
+            "mov.b32 {$0, $4}, $8; mov.b32 {$1, $5}, $8; mov.b32 {$2, $6}, $8; mov.b32 {$3, $7}, $8;",
+            "=h,=h,=h,=h,=h,=h,=h,=h,r", [w], dtype=(tl.bfloat16,) * 8, is_pure=True, pack=1)
+    elif ASM:  # bf16: one lop3, one sub and one mul per pair of weights
         sb = tl.broadcast_to(_bf16_pair(s)[:, :, None], w.shape)
         zb = tl.broadcast_to(_bf16_pair(z.to(tl.float32) + 128.0)[:, :, None], w.shape)  # exact
         p0, p1, p2, p3, p4, p5, p6, p7 = tl.inline_asm_elementwise(
@@ -79,14 +86,17 @@ def _deq_tile(w, s, z, dt: tl.constexpr, ASM: tl.constexpr, ORD: tl.constexpr):
 
 @triton.jit
 def _deq_load(X, P, S, Z, rm, rn, nmask, g, rg, g_hi, M, rw, s_xm, s_xk, s_pn, s_sn, s_sg, GW: tl.constexpr,
-              GROUP: tl.constexpr, ORD: tl.constexpr):
+              GROUP: tl.constexpr, ORD: tl.constexpr, DIAG: tl.constexpr = 0):
     """One step's loads for groups g + rg (masked off from g_hi: no memory traffic): words (BN, GB, GW),
     scale and zero (BN, GB), x (BM, GB * GROUP) in the tile's k order."""
     gg = g + rg
     gmask = gg < g_hi
     wofs = (gg[:, None] * GW + rw[None, :])[None, :, :]
     wmask = nmask[:, None, None] & gmask[None, :, None]
-    w = tl.load(P + rn[:, None, None] * s_pn + wofs, mask=wmask, other=0)
+    if DIAG == 3:  # timing diagnostic: made-up words, no weight traffic
+        w = (rn[:, None, None] * 977 + wofs) * 40503
+    else:
+        w = tl.load(P + rn[:, None, None] * s_pn + wofs, mask=wmask, other=0)
     sofs = rn[:, None] * s_sn + gg[None, :] * s_sg
     smask = nmask[:, None] & gmask[None, :]
     s = tl.load(S + sofs, mask=smask, other=0.0)
@@ -104,13 +114,15 @@ def _deq_load(X, P, S, Z, rm, rn, nmask, g, rg, g_hi, M, rw, s_xm, s_xk, s_pn, s
 def _int4_deq(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om, s_on, GROUP: tl.constexpr,
               BM: tl.constexpr, BN: tl.constexpr, GB: tl.constexpr, GEMV: tl.constexpr, SPLIT: tl.constexpr,
               STAGES: tl.constexpr, SWAP: tl.constexpr, ORD: tl.constexpr, ASM: tl.constexpr,
-              PIPE: tl.constexpr = 1):
+              PIPE: tl.constexpr = 1, EPI: tl.constexpr = 0, DIAG: tl.constexpr = 0):
     """x (M, K) @ dequant(P).T, P (N, K/8) int32 words. Grid as quant._int8_mm: (BN rows, K splits in
     whole groups, BM rows of x); each step dequantizes GB groups into one (BN, GB * GROUP) tile and
     makes one dot of it (SWAP: as W x^T); STAGES 2 / 3 issue the loads of the next step / the one after
     before this step's arithmetic (run 6's register prefetch, one or two steps deep); PIPE > 1 (with
     STAGES 1) leaves it to Triton's loop pipelining, PIPE - 1 steps of loads in flight through shared
-    memory. Partial sums of K splits meet as in quant_words._store_out."""
+    memory. Partial sums of K splits meet as in quant_words._store_out (EPI 0) or are stored to W[split]
+    for _sum_splits (EPI 1). DIAG (timing only, wrong results): 1 skips the split-K fix-up (every split
+    stores its partial to O), 2 the unpacking arithmetic, 3 the weight loads."""
     GW: tl.constexpr = GROUP // 8
     rm = tl.program_id(2) * BM + tl.arange(0, BM)
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -127,17 +139,17 @@ def _int4_deq(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om
     else:
         acc = tl.zeros([BM, BN], dtype=tl.float32)
     strides = (s_xm, s_xk, s_pn, s_sn, s_sg)
-    t = _deq_load(X, P, S, Z, rm, rn, nmask, g_lo, rg, g_hi, M, rw, *strides, GW, GROUP, ORD)
+    t = _deq_load(X, P, S, Z, rm, rn, nmask, g_lo, rg, g_hi, M, rw, *strides, GW, GROUP, ORD, DIAG)
     if STAGES > 2:
-        t2 = _deq_load(X, P, S, Z, rm, rn, nmask, g_lo + GB, rg, g_hi, M, rw, *strides, GW, GROUP, ORD)
+        t2 = _deq_load(X, P, S, Z, rm, rn, nmask, g_lo + GB, rg, g_hi, M, rw, *strides, GW, GROUP, ORD, DIAG)
     for g0 in tl.range(g_lo, g_hi, GB, num_stages=PIPE):
         if STAGES > 1:  # the loads of step + STAGES - 1 go out before this step's arithmetic
             nxt = _deq_load(X, P, S, Z, rm, rn, nmask, g0 + (STAGES - 1) * GB, rg, g_hi, M, rw, *strides, GW,
-                            GROUP, ORD)
+                            GROUP, ORD, DIAG)
         else:
-            t = _deq_load(X, P, S, Z, rm, rn, nmask, g0, rg, g_hi, M, rw, *strides, GW, GROUP, ORD)
+            t = _deq_load(X, P, S, Z, rm, rn, nmask, g0, rg, g_hi, M, rw, *strides, GW, GROUP, ORD, DIAG)
         w, s, z, x = t
-        wt = _deq_tile(w, s, z, dt, ASM, ORD)  # (BN, GB * GROUP)
+        wt = _deq_tile(w, s, z, dt, ASM, ORD, DIAG)  # (BN, GB * GROUP)
         if SWAP:
             acc_t = tl.dot(wt, tl.trans(x), acc_t)
         else:
@@ -149,5 +161,36 @@ def _int4_deq(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om
             t = nxt
     if SWAP:
         acc = tl.trans(acc_t)
-    _store_out(O, W, CNT, acc, rm, rn, M, N, s_om, s_on, SPLIT)
+    if EPI == 1:
+        mask = (rm[:, None] < M) & (rn[None, :] < N)
+        tl.store(W + (tl.program_id(1) * M + rm[:, None]) * N + rn[None, :], acc, mask=mask)
+    else:
+        _store_out(O, W, CNT, acc, rm, rn, M, N, s_om, s_on, SPLIT and DIAG != 1)
+
+
+@triton.jit
+def _sum_splits(W, O, MN, N, s_om, s_on, SPLITS: tl.constexpr, BLOCK: tl.constexpr):
+    """O = sum over the splits of W (SPLITS, M, N) float32, in split order (deterministic)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < MN
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in tl.static_range(SPLITS):
+        acc += tl.load(W + i * MN + offs, mask=mask, other=0.0)
+    tl.store(O + (offs // N) * s_om + (offs % N) * s_on, acc.to(O.dtype.element_ty), mask=mask)
 # fmt: on
+
+
+def launch_two_pass(x: Tensor, pre: tuple, post: tuple, N: int, tiles: tuple, **consts: object) -> Tensor:
+    """_int4_deq with its K splits' partials stored to a (splits, M, N) float32 buffer, summed by a second
+    launch (_sum_splits) instead of the single launch's atomics and arrival counters."""
+    bm, bn, split, warps, _ = tiles
+    M = x.shape[0]
+    out = torch.empty(M, N, device=x.device, dtype=x.dtype)
+    if M == 0 or N == 0:
+        return out
+    part = torch.empty(split, M, N, device=x.device, dtype=torch.float32)  # every split writes all of it
+    grid = (triton.cdiv(N, bn), split, triton.cdiv(M, bm))
+    _int4_deq[grid](x, *pre, out, part, part, *post, *out.stride(), BM=bm, BN=bn, GEMV=False, SPLIT=True,
+                    EPI=1, num_warps=warps, **consts)  # fmt: skip
+    _sum_splits[(triton.cdiv(M * N, 1024),)](part, out, M * N, N, *out.stride(), SPLITS=split, BLOCK=1024)
+    return out

@@ -36,6 +36,7 @@ def _case(M: int, K: int, group: int, dtype: torch.dtype, device: str, N: int = 
         (16, 512, 32, dict(gb=2, split_k=1, bn=16, stages=3, swap=False)),  # two steps deep, 8 steps
         (4, 384, 64, dict(gb=2, split_k=2, stages=3)),  # two steps deep, the second buffer masked off
         (16, 512, 64, dict(gb=1, split_k=2, stages=1, pipe=3)),  # Triton's loop pipelining
+        (7, 512, 32, dict(gb=2, split_k=3, two_pass=True)),  # K splits summed by a second launch
         (9, 384, 128, dict(gb=2, split_k=1, stages=1, swap=False)),  # x W^T; a half-masked last step
         (2, 256, 16, dict(gb=4, split_k=2, order=0, swap=False)),  # two words per group
         (1, 256, 64, dict(gb=1, split_k=4)),  # M == 1 on the matrix units (15 masked rows of x)
@@ -98,12 +99,11 @@ def test_int4_deq_dispatch_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # Every tile the run-9 bench times, at the decode shape, in bf16 against the float64 truth.
+T, F = True, False
 DEQ_TILES = [
-    (64, 8, 4, 1, 2, True, 1, 1), (64, 8, 4, 1, 1, True, 1, 3), (64, 8, 4, 1, 1, True, 1, 4),
-    (64, 4, 4, 1, 1, True, 1, 3), (64, 4, 4, 1, 1, True, 1, 4), (64, 16, 4, 1, 1, True, 1, 3),
-    (64, 8, 4, 2, 1, True, 1, 3), (64, 2, 4, 1, 1, True, 1, 4), (64, 2, 4, 1, 1, True, 1, 6),
-    (64, 1, 4, 1, 1, True, 1, 4), (64, 4, 8, 1, 1, True, 1, 4), (128, 4, 8, 1, 1, True, 1, 4),
-    (32, 1, 4, 2, 1, False, 1, 4), (32, 2, 4, 1, 1, False, 1, 4), (64, 8, 4, 1, 1, True, 1, 2),
+    (64, 8, 4, 1, 2, T, 1, 1, F), (64, 8, 4, 1, 2, T, 1, 1, T), (64, 16, 4, 1, 2, T, 1, 1, T),
+    (64, 4, 4, 1, 2, T, 1, 1, T), (128, 8, 8, 1, 2, T, 1, 1, T), (64, 8, 4, 1, 1, T, 1, 3, T),
+    (64, 32, 4, 1, 1, T, 1, 1, T), (64, 16, 4, 1, 2, T, 1, 1, F), (128, 16, 8, 1, 2, T, 1, 1, T),
 ]  # fmt: skip
 
 
@@ -112,7 +112,7 @@ def test_deq_tiles_match_the_bench() -> None:
 
     assert DEQ_TILES == DEQ_CANDIDATES  # the GPU tests below cover every timed candidate
     assert tuple(quant.INT4_DEQ) in DEQ_TILES
-    kw = dict(deq=True, bn=64, split_k=8, num_warps=4, gb=1, stages=2, swap=True, order=1, pipe=1)
+    kw = dict(deq=T, bn=64, split_k=8, num_warps=4, gb=1, stages=2, swap=T, order=1, pipe=1, two_pass=F)
     assert deq_kwargs(DEQ_TILES[0]) == kw
 
 
