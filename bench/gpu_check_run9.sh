@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Device run 9: the int4 M <= 16 GEMM on weights dequantized to bf16 in registers with several groups
 # per dot (quant_deq._int4_deq) -- its GPU tests (every benchmarked tile at M = 16, K = N = 4096 in bf16,
-# plus M 1/7/16 shapes and fp16), then a focused CUDA-graph sweep against the word kernel (the M = 16
-# default), M = 1's default and bf16 cuBLAS in one process, each candidate checked against a float64 truth.
+# plus M 1/7/16 shapes and fp16; EXTRA_TESTS: more pytest node ids), then a focused CUDA-graph sweep
+# against the word kernel (the run-6 M = 16 default), M = 1's default and bf16 cuBLAS in one process, each
+# candidate checked against a float64 truth.
 set -u
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1

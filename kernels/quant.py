@@ -161,9 +161,10 @@ INT4_HALF2 = (16, 1, 4, 8, 2, 1)
 INT4_HALF2_DEFAULT = True
 # M <= 16 on weights dequantized to bf16 in registers, GB groups per dot (quant_deq._int4_deq): (BN, K
 # splits, warps, groups per step, loop stages, swap, order, pipe, two_pass); INT4_DEQ_DEFAULT: whether
-# 1 < M <= 16 takes it unless a keyword picks another kernel. Run 9 (bench/results/h200_kernels_run9*.txt).
+# 1 < M <= 16 takes it unless a keyword picks another kernel. Run 9 (H200, bench/results/h200_kernels_run9*):
+# this tile 10.8-10.9 us against 11.4-11.5 us for the word kernel and 12.6 us for bf16 cuBLAS (M = 16).
 INT4_DEQ = (64, 8, 4, 1, 2, True, 1, 1, False)
-INT4_DEQ_DEFAULT = False
+INT4_DEQ_DEFAULT = True
 
 
 def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,
