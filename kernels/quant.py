@@ -8,10 +8,11 @@
   q in [0, 15], two values per byte (even k in the low nibble, odd k in the high nibble). The kernels
   dequantize in registers, so only packed bytes cross memory (4x fewer than bf16). M == 1 with fp16 or
   bf16 x runs quant_half2._int4_h2, a GEMV in packed fp16x2 PTX arithmetic (the default since run 8;
-  ``half2=False`` opts out). Other decode sizes (M <= 16) run quant_words._int4_words on the bytes read
-  as int32 words (M == 1 as a float32 GEMV, otherwise exact integer codes on the matrix units); larger M
-  and ``words=False`` run _int4_mm here. ``xres=True`` runs M == 1 as quant_gemv's GEMV with x loaded
-  once per program (slower in run 7).
+  ``half2=False`` opts out). 1 < M <= 16 runs quant_deq._int4_deq (the default since run 9), weights
+  dequantized to bf16 in registers and one dot per K step on the matrix units. ``words=True`` (or a word
+  kernel keyword) runs quant_words._int4_words on the bytes read as int32 words (M == 1 as a float32
+  GEMV, otherwise exact integer codes on the matrix units); larger M and ``words=False`` run _int4_mm
+  here. ``xres=True`` runs M == 1 as quant_gemv's GEMV with x loaded once per program (slower in run 7).
 
 Decode sizes may split K across programs so that enough programs stream the weight; the float32
 partials meet in a zeroed workspace through atomics and the last split of each tile writes the output,

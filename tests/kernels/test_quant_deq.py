@@ -98,7 +98,8 @@ def test_int4_deq_dispatch_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
         int4_matmul(torch.randn(4, 96), p48, s48, z48, 48, deq=True)
 
 
-# Every tile the run-9 bench times, at the decode shape, in bf16 against the float64 truth.
+# Every tile bench_quant_deq times (run 9e; the tiles of the 9a-9d sweeps were GPU-tested in those runs),
+# at the decode shape, in bf16 against the float64 truth.
 T, F = True, False
 DEQ_TILES = [
     (64, 8, 4, 1, 2, T, 1, 1, F), (64, 8, 8, 1, 2, T, 1, 1, F), (64, 16, 8, 1, 2, T, 1, 1, F),
