@@ -1,14 +1,16 @@
 """µP evidence on the default data (stdlib corpus, default 4096-piece BPE).
 
 coord: coordinate check — 4 widths (64..512, 4 heads, 2 layers), 5 AdamW steps at LR 1e-2 on the
-       same default-data batches, µP (base width 64) and SP; per layer, RMS of the change of its
-       output from init. Table + PNG.
-sweep: LR transfer — one ``pretrainctl train --multirun`` over widths 64 and 256 (= 4 x 64) and a
-       4-point LR grid (factor 2), µP with base width 64 (and the same grid under SP with --sp),
-       2 layers, the default 16 x 256-token batches, 250 steps; each point's val_bpb from its summary.json.
+       same default-data batches, SP, µP (base width 64) and µP without its logit multiplier; per layer,
+       RMS of the change of its output from init. Table + PNG.
+sweep: LR transfer — ``pretrainctl train --multirun`` over widths 64 and 256 (= 4 x 64) and a
+       4-point LR grid (factor 2), µP with base width 64 (and the same grid under SP with --sp, or µP
+       without its logit multiplier with --no-output-mult), 2 layers, the default 16 x 256-token
+       batches, 250 steps; each point's val_bpb from its summary.json. ``--widths``/``--lrs`` run a part
+       of the grid under its own sweep directory (e.g. one part per CPU lane); the report merges them.
 
     nice -n 5 .venv/bin/python bench/mup_evidence.py coord
-    nice -n 5 .venv/bin/python bench/mup_evidence.py sweep [--sp]
+    nice -n 5 .venv/bin/python bench/mup_evidence.py sweep [--sp | --no-output-mult] [--widths 256 --lrs 0.004,0.008]
     .venv/bin/python bench/mup_evidence.py report
 """
 
@@ -51,9 +53,12 @@ def coord() -> str:
     widths = [64, 128, 256, 512]
     lines = ["| parametrization | layer | " + " | ".join(f"d={w}" for w in widths) + " | growth 512/64 |",
              "|---|---|" + "---|" * (len(widths) + 1)]  # fmt: skip
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, (name, base) in zip(axes, (("SP", None), ("µP", 64)), strict=True):
-        r = coord_check(widths, batches, vocab_size=tok.vocab_size, mup_base_width=base, lr=1e-2)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
+    variants = (("SP", None, True), ("µP", 64, True), ("µP, no logit multiplier", 64, False))
+    for ax, (name, base, mult) in zip(axes, variants, strict=True):
+        r = coord_check(
+            widths, batches, vocab_size=tok.vocab_size, mup_base_width=base, lr=1e-2, mup_output_mult=mult
+        )
         for layer in r[widths[0]]:
             vals = [r[w][layer] for w in widths]
             lines.append(f"| {name} | {layer} | " + " | ".join(f"{v:.4f}" for v in vals)
@@ -67,27 +72,49 @@ def coord() -> str:
     return "\n".join(lines)
 
 
-def sweep(sp: bool) -> None:
-    stamp = "mup_sweep_sp" if sp else "mup_sweep"
+VARIANTS = {  # stamp prefix -> (title, overrides)
+    "mup_sweep": ("µP (base width 64)", ["arch.mup_base_width=64"]),
+    "mup_sweep_sp": ("SP", []),
+    "mup_sweep_nomult": (
+        "µP (base width 64) without the logit multiplier",
+        ["arch.mup_base_width=64", "arch.mup_output_mult=false"],
+    ),
+}
+
+
+def sweep(variant: str, widths: list[int], lrs: list[float]) -> None:
+    part = "" if (widths, lrs) == (WIDTHS, LRS) else "_w" + "-".join(map(str, widths)) + "_lr" + "-".join(
+        f"{x:g}" for x in lrs
+    )
+    stamp = variant + part
     if (RUNS / f"sweep-{stamp}").is_dir():
         return
-    widths = ",".join(map(str, WIDTHS))
-    lrs = ",".join(f"{x:g}" for x in LRS)
-    mup = [] if sp else ["arch.mup_base_width=64"]
+    mup = VARIANTS[variant][1]
     lock = [] if os.environ.get("PRETRAINCTL_LOCK_HELD") else ["flock", "/tmp/pretrainctl-heavy.lock"]
     cmd = [*lock, sys.executable, "-m", "pretrainctl.cli", "train",
-           "--multirun", *mup, f"arch.d_model={widths}", f"optim.lr={lrs}", *SWEEP]  # fmt: skip
+           "--multirun", *mup, "arch.d_model=" + ",".join(map(str, widths)),
+           "optim.lr=" + ",".join(f"{x:g}" for x in lrs), *SWEEP]  # fmt: skip
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env={**os.environ, "PRETRAINCTL_STAMP": stamp})
 
 
-def sweep_table(stamp: str) -> str:
+def sweep_dirs(variant: str) -> list[Path]:
+    """The variant's whole-grid sweep and its parts (``sweep-<variant>_w...``)."""
+    return [d for d in [RUNS / f"sweep-{variant}", *sorted(RUNS.glob(f"sweep-{variant}_w*"))] if d.is_dir()]
+
+
+def sweep_table(variant: str) -> str:
+    """val_bpb per (width, LR). Without the logit multiplier, width 64 (width_mult 1) is the same model
+    as µP's, so its points come from µP's sweep when this variant has none of its own."""
     from omegaconf import OmegaConf
 
     grid: dict[tuple[int, float], float] = {}
-    for summary in sorted((RUNS / f"sweep-{stamp}").glob("*/summary.json")):
-        cfg = OmegaConf.load(summary.parent / "config.yaml")
-        grid[(cfg.arch.d_model, cfg.optim.lr)] = json.loads(summary.read_text())["val_bpb"]
+    borrowed = sweep_dirs("mup_sweep") if variant == "mup_sweep_nomult" else []
+    for own, d in [*((False, d) for d in borrowed), *((True, d) for d in sweep_dirs(variant))]:
+        for summary in sorted(d.glob("*/summary.json")):  # own points come last and win
+            cfg = OmegaConf.load(summary.parent / "config.yaml")
+            if own or cfg.arch.d_model == cfg.arch.mup_base_width:
+                grid[(cfg.arch.d_model, cfg.optim.lr)] = json.loads(summary.read_text())["val_bpb"]
     lines = [
         "| width | " + " | ".join(f"lr {x:g}" for x in LRS) + " | best |",
         "|---|" + "---|" * (len(LRS) + 1),
@@ -106,17 +133,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["coord", "sweep", "report"])
     ap.add_argument("--sp", action="store_true")
+    ap.add_argument("--no-output-mult", action="store_true")
+    ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    ap.add_argument("--lrs", default=",".join(f"{x:g}" for x in LRS))
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).parent.parent))
     if args.what == "sweep":
-        return sweep(args.sp)
+        variant = "mup_sweep_sp" if args.sp else "mup_sweep_nomult" if args.no_output_mult else "mup_sweep"
+        widths = [int(w) for w in args.widths.split(",")]
+        return sweep(variant, widths, [float(x) for x in args.lrs.split(",")])
     text = ["# µP evidence (bench/mup_evidence.py)", ""]
     if args.what == "coord" or not (OUT / "mup_coord.md").is_file():
         (OUT / "mup_coord.md").write_text(coord() + "\n")
     text += ["Coordinate check:", "", (OUT / "mup_coord.md").read_text()]
-    for stamp, name in (("mup_sweep", "µP (base width 64)"), ("mup_sweep_sp", "SP")):
-        if (RUNS / f"sweep-{stamp}").is_dir():
-            text += [f"LR sweep, {name}, val_bpb after 250 steps:", "", sweep_table(stamp), ""]
+    for variant, (name, _) in VARIANTS.items():
+        if sweep_dirs(variant):
+            text += [f"LR sweep, {name}, val_bpb after 250 steps:", "", sweep_table(variant), ""]
     (OUT / "mup_evidence.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
 

@@ -36,6 +36,20 @@ def test_mup_scales_init_output_and_hidden_lr():
     assert muon["name"] == "muon" and muon["lr"] == 0.02
 
 
+def test_mup_without_output_multiplier_keeps_the_other_rules():
+    torch.manual_seed(0)
+    mup = DenseTransformer(50, d_model=128, n_layers=2, n_heads=4, mup_base_width=32)
+    torch.manual_seed(0)
+    plain = DenseTransformer(50, d_model=128, n_layers=2, n_heads=4, mup_base_width=32, mup_output_mult=False)
+    for p, q in zip(mup.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(p, q)  # same µP init
+    assert plain.blocks[0].attn.scale == mup.blocks[0].attn.scale
+    tokens = torch.randint(0, 50, (2, 9))
+    torch.testing.assert_close(plain(tokens), mup(tokens) * 4)  # only the 1/width_mult is gone
+    groups = {g["name"]: g["lr"] for g in AdamWBuilder(lr=4e-3).build(plain).param_groups}
+    assert groups["hidden"] == pytest.approx(1e-3) and groups["embedding"] == 4e-3
+
+
 def test_coordinate_check_flat_under_mup_growing_under_sp():
     torch.manual_seed(1)
     batches = [torch.randint(0, 64, (4, 33)) for _ in range(4)]

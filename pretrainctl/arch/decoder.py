@@ -5,10 +5,18 @@ hooks (auxiliary loss, per-step update, diagnostics) gathered from whatever the 
 µP (Yang et al., 2022, "Tensor Programs V", arXiv:2203.03466), on with ``mup_base_width`` (the width
 whose hyperparameters are tuned; width_mult = d_model / mup_base_width): hidden matrices are
 initialized with std init_std / sqrt(width_mult) (variance ~ 1/fan_in), the final hidden state is
-multiplied by 1 / width_mult (the output multiplier: logits scale like 1/width), attention logits use
+multiplied by 1 / width_mult (the output multiplier: logits scale like 1/width; ``mup_output_mult=False``
+drops it, see below), attention logits use
 1/head_dim instead of 1/sqrt(head_dim) (matched at the base width; widths grow at a fixed head count),
 and the optimizer divides Adam's LR of hidden matrices by width_mult (optim/groups.py). Embeddings
 and norms keep their init and LR. At width_mult 1 the model is exactly the standard one.
+
+The output multiplier assumes a readout whose fan-out (the vocabulary) stays small next to the width.
+With a tied embedding and a vocabulary much larger than the width (4096 pieces at widths 64-512, the
+default data), our coordinate check on the default data measured the opposite: without a multiplier the
+logits' change is already flat across widths (0.97x from 64 to 512, SP), with it it shrinks (0.58x), and
+the width-256 µP model at the base width's best LR stayed on the unigram plateau (bench/mup_evidence.py,
+README "µP"). ``mup_output_mult=False`` keeps every other µP rule and leaves the logits unscaled.
 
 A family file only says which mixer (attention, MLA, SSM, ...) and which feed-forward (SwiGLU, MoE)
 each layer gets. Mixers provide ``forward(x, causal=, cache=, pos=)``, ``init_cache``,
@@ -81,10 +89,13 @@ class Decoder(LanguageModel):
         init_std: float,
         backend: str = "torch",
         mup_base_width: int | None = None,
+        mup_output_mult: bool = True,
     ) -> None:
         super().__init__()
         self.vocab_size, self.d_model, self.n_layers = vocab_size, d_model, n_layers
         self.mup_width_mult = d_model / mup_base_width if mup_base_width else 1.0
+        # What the final hidden state is multiplied by before any head (1.0 = none).
+        self.output_mult = 1.0 / self.mup_width_mult if mup_output_mult else 1.0
         self.tie_embeddings = tie_embeddings
         # Registration order (embed, blocks, norm, head) fixes the order of the init draws.
         self.embed = nn.Embedding(vocab_size, d_model)
@@ -131,7 +142,7 @@ class Decoder(LanguageModel):
 
     def _output(self, h: torch.Tensor) -> torch.Tensor:
         """µP's output multiplier on the final hidden state, so every head (fused, chunked) sees it."""
-        return h if self.mup_width_mult == 1.0 else h / self.mup_width_mult
+        return h if self.output_mult == 1.0 else h * self.output_mult
 
     # -- incremental decoding ---------------------------------------------------------------------
     def init_cache(self, batch: int, max_len: int) -> DecodeCache:

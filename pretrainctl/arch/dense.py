@@ -53,6 +53,7 @@ class DenseTransformer(Decoder):
     window, global_every: sliding-window size and local-global interleaving (module docstring).
     backend: "torch" or "triton" (pretrainctl_kernels; falls back to torch where Triton cannot run).
     mup_base_width: µP's base width (decoder.py); None = standard parametrization.
+    mup_output_mult: µP's 1/width_mult multiplier on the logits (decoder.py says when to drop it).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class DenseTransformer(Decoder):
         global_every: int | None = None,
         backend: str = "torch",
         mup_base_width: int | None = None,
+        mup_output_mult: bool = True,
     ) -> None:
         n_kv_heads = n_kv_heads or n_heads
         if mup_base_width is not None and mup_base_width < 1:
@@ -90,5 +92,5 @@ class DenseTransformer(Decoder):
 
         super().__init__(
             vocab_size, d_model, n_layers, make_block, tie_embeddings, norm_eps, init_std, backend,
-            mup_base_width,
+            mup_base_width, mup_output_mult,
         )  # fmt: skip

@@ -61,7 +61,7 @@ class MTPModule(nn.Module):
 def head_input(model: LanguageModel, module: MTPModule, h: torch.Tensor) -> torch.Tensor:
     """What the shared head reads: the module's final norm, and µP's output multiplier when the
     architecture uses one (the main model applies it to its own final hidden state)."""
-    return module.norm(h) / getattr(model, "mup_width_mult", 1.0)
+    return module.norm(h) * getattr(model, "output_mult", 1.0)
 
 
 class MultiTokenObjective(NextTokenObjective):
