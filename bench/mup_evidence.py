@@ -10,7 +10,7 @@ sweep: LR transfer — ``pretrainctl train --multirun`` over widths 64 and 256 (
        of the grid under its own sweep directory (e.g. one part per CPU lane); the report merges them.
 
     nice -n 5 .venv/bin/python bench/mup_evidence.py coord
-    nice -n 5 .venv/bin/python bench/mup_evidence.py sweep [--sp | --no-output-mult] [--widths 256 --lrs 4e-3,8e-3]
+    nice -n 5 .venv/bin/python bench/mup_evidence.py sweep [--sp | --no-output-mult] [--widths 256 --lrs 4e-3]
     .venv/bin/python bench/mup_evidence.py report
 """
 
@@ -83,8 +83,10 @@ VARIANTS = {  # stamp prefix -> (title, overrides)
 
 
 def sweep(variant: str, widths: list[int], lrs: list[float]) -> None:
-    part = "" if (widths, lrs) == (WIDTHS, LRS) else "_w" + "-".join(map(str, widths)) + "_lr" + "-".join(
-        f"{x:g}" for x in lrs
+    part = (
+        ""
+        if (widths, lrs) == (WIDTHS, LRS)
+        else "_w" + "-".join(map(str, widths)) + "_lr" + "-".join(f"{x:g}" for x in lrs)
     )
     stamp = variant + part
     if (RUNS / f"sweep-{stamp}").is_dir():
