@@ -27,6 +27,12 @@ is untouched. The exact expectation is checked by enumeration in tests/objective
 Positions whose batch ``loss_mask`` is False are never masked and never scored: they condition the
 model (like LLaDA's SFT prompt), and the bound is then on -log p(targets | the rest).
 
+``shift`` (DiffuLLaMA, Gong et al. 2024, arXiv:2410.17891): the prediction for position i is read from
+the output at position i - 1, as a next-token model's is, so an AR checkpoint (``init_from``) starts
+with its next-token function in place of a function it never learned. The first position of every row
+is then never masked or scored (it has no previous output); like ``ar``, the bound is on the rest of the
+row given its first token, and the bytes of that token are not counted.
+
 Generation (``generate``, in ``diffusion_sampling.py``): LLaDA's reverse process with semi-autoregressive
 blocks and low-confidence remasking.
 """
@@ -47,13 +53,16 @@ from pretrainctl.objective.noise import LinearSchedule, NoiseSchedule
 
 
 def masked_token_nll(
-    model: LanguageModel, tokens: torch.Tensor, masked: torch.Tensor, mask_id: int
+    model: LanguageModel, tokens: torch.Tensor, masked: torch.Tensor, mask_id: int, shift: bool = False
 ) -> torch.Tensor:
     """tokens, masked (B, L) -> (B,) summed -log p(x_i | x_t) in nats over the masked positions, with
     x_t = tokens where masked is False and MASK elsewhere. Only masked positions go through the
-    output head (the head is most of the FLOPs of a small model)."""
+    output head (the head is most of the FLOPs of a small model). ``shift``: position i's prediction
+    is the output at i - 1 (``masked[:, 0]`` must then be False)."""
     noisy = torch.where(masked, torch.full_like(tokens, mask_id), tokens)
     hidden = model(noisy, causal=False)  # (B, L, D)
+    if shift:
+        hidden = hidden.roll(1, dims=1)  # position i now holds the output at i - 1 (0 is never masked)
     rows = masked.nonzero(as_tuple=True)[0]  # (N,) the sequence of each masked position
     logits = model.logits(hidden[masked]).float()  # (N, V)
     logits[:, mask_id] = float("-inf")  # the model never predicts MASK
@@ -85,6 +94,7 @@ class MaskedDiffusionObjective(Objective):
         instead of independent draws; same expectation, lower variance.
     val_samples: masks per sequence in the validation ELBO (stratified over the masked count).
     val_seed: seed of the validation masks (with the batch's contents).
+    shift: predict position i from the output at i - 1 (module docstring; for AR initialization).
     """
 
     causal = False
@@ -100,6 +110,7 @@ class MaskedDiffusionObjective(Objective):
         stratified: bool = True,
         val_samples: int = 2,
         val_seed: int = 0,
+        shift: bool = False,
     ) -> None:
         super().__init__(token_bytes)
         if not 0 <= t_min < 1:
@@ -109,6 +120,15 @@ class MaskedDiffusionObjective(Objective):
         self.mask_id, self.noise = int(mask_id), noise or LinearSchedule()
         self.t_min, self.stratified = t_min, stratified
         self.val_samples, self.val_seed = val_samples, val_seed
+        self.shift = shift
+
+    def scored(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, L) bool: the positions that may be masked and are scored."""
+        keep = target_mask(batch)
+        if self.shift:
+            keep = keep.clone()
+            keep[:, 0] = False
+        return keep
 
     def sample_times(self, batch_size: int, device: torch.device) -> torch.Tensor:
         """(B,) training times in [t_min, 1)."""
@@ -119,11 +139,11 @@ class MaskedDiffusionObjective(Objective):
 
     def loss(self, model: LanguageModel, batch: dict[str, torch.Tensor]) -> LossOutput:
         tokens = batch["tokens"]
-        keep = target_mask(batch)
+        keep = self.scored(batch)
         t = self.sample_times(tokens.shape[0], tokens.device)  # (B,)
         rate = self.noise.mask_rate(t)
         masked = (torch.rand(tokens.shape, device=tokens.device) < rate[:, None]) & keep  # (B, L)
-        nll = masked_token_nll(model, tokens, masked, self.mask_id)  # (B,)
+        nll = masked_token_nll(model, tokens, masked, self.mask_id, self.shift)  # (B,)
         n = int(keep.sum())
         n_masked = masked.sum()
         loss = (self.noise.weight(t) * nll).sum() / max(n, 1)
@@ -137,7 +157,7 @@ class MaskedDiffusionObjective(Objective):
     def nll(self, model: LanguageModel, batch: dict[str, torch.Tensor]) -> NLLOutput:
         """The ELBO in bits (an upper bound on -log2 p), ``val_samples`` masks per sequence."""
         tokens = batch["tokens"]
-        keep = target_mask(batch)
+        keep = self.scored(batch)
         B, L = tokens.shape
         K = self.val_samples
         gen = batch_generator(tokens, self.val_seed)
@@ -150,7 +170,7 @@ class MaskedDiffusionObjective(Objective):
         tokens_k, keep_k = tokens.repeat(K, 1), keep.repeat(K, 1)  # (K B, L), sample-major
         count_k = count.t().reshape(-1)  # (K B,) in the same order
         masked = mask_exactly(scores.reshape(K * B, L).to(tokens.device), keep_k, count_k.to(tokens.device))
-        nll = masked_token_nll(model, tokens_k, masked, self.mask_id)  # (K B,)
+        nll = masked_token_nll(model, tokens_k, masked, self.mask_id, self.shift)  # (K B,)
         weight = (n.repeat(K) / count_k.clamp(min=1)).to(nll)  # n / l
         bits = (weight * nll).sum() / K / math.log(2)
         return NLLOutput(bits=bits, bytes=(self.token_bytes[tokens] * keep).sum(), tokens=keep.sum())
@@ -165,5 +185,5 @@ class MaskedDiffusionObjective(Objective):
         return sample_masked_diffusion(
             model, prompt, self.mask_id, max_new_tokens=max_new_tokens, steps=steps,
             block_length=block_length, remasking=remasking, temperature=temperature, top_k=top_k,
-            generator=generator, max_context=max_context, stop_id=stop_id,
+            generator=generator, max_context=max_context, stop_id=stop_id, shift=self.shift,
         )  # fmt: skip

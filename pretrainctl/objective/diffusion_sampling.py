@@ -31,11 +31,12 @@ def tokens_per_step(length: int, steps: int) -> list[int]:
 def sample_masked_diffusion(
     model: LanguageModel, prompt: torch.Tensor, mask_id: int, *, max_new_tokens: int, steps: int,
     block_length: int, remasking: str, temperature: float, top_k: int | None, generator: torch.Generator,
-    max_context: int, stop_id: int | None = None,
+    max_context: int, stop_id: int | None = None, shift: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """prompt (1, T) -> (1, T' + n) ids, T' <= T. The prompt keeps its last ``max_context - n`` tokens
     (the model attends over prompt and new tokens together); the output stops after the first
-    ``stop_id`` among the new tokens, and blocks after it are not computed."""
+    ``stop_id`` among the new tokens, and blocks after it are not computed. ``shift``: position i's
+    prediction is the output at i - 1 (the objective's ``shift``; the prompt must not be empty)."""
     n = max_new_tokens
     if steps < 1 or block_length < 1:
         raise UserError(f"diffusion.steps={steps} and diffusion.block_length={block_length} must be >= 1.")
@@ -48,6 +49,8 @@ def sample_masked_diffusion(
         )
     prompt = prompt[:, -(max_context - n) :]
     T = prompt.shape[1]
+    if shift and T == 0:
+        raise UserError("a diffusion model trained with objective.shift=true needs a non-empty prompt.")
     x = torch.cat([prompt, torch.full((1, n), mask_id, dtype=prompt.dtype, device=prompt.device)], dim=1)
     n_blocks = math.ceil(n / block_length)
     # Each block gets its share of the steps (at least one, at most one per token).
@@ -58,7 +61,8 @@ def sample_masked_diffusion(
         for count in tokens_per_step(hi - lo, block_steps[b]):
             if count == 0:
                 continue
-            logits = model.logits(model(x, causal=False))[0, lo:hi].float()  # (block, V)
+            hidden = model(x, causal=False)[0, lo - shift : hi - shift]  # (block, D)
+            logits = model.logits(hidden).float()  # (block, V)
             logits[:, mask_id] = float("-inf")
             pred = pick_token(logits, temperature, top_k, generator)[:, 0]  # (block,)
             if remasking == "low_confidence":

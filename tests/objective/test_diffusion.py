@@ -10,7 +10,7 @@ from pretrainctl import build
 from pretrainctl.cli import options
 from pretrainctl.errors import UserError
 from pretrainctl.evaluate.generate import generate
-from pretrainctl.objective.diffusion import MaskedDiffusionObjective
+from pretrainctl.objective.diffusion import MaskedDiffusionObjective, masked_token_nll
 from pretrainctl.objective.diffusion_sampling import sample_masked_diffusion
 from pretrainctl.runs import RunDir
 from pretrainctl.tokenizer.bytes import ByteTokenizer
@@ -75,6 +75,44 @@ def test_one_token_blocks_are_greedy_left_to_right():
         logits[MASK] = float("-inf")
         x[0, i] = logits.argmax()
     assert torch.equal(sample(model, prompt, n, steps=n, block_length=1), x)
+
+
+def test_shifted_sampling_reads_the_previous_position():
+    """objective.shift: the same greedy loop, each new token read from the output one to its left."""
+    model = tiny_model()
+    prompt, n = torch.tensor([TOK.encode("import os\n")]), 6
+    x = torch.cat([prompt, torch.full((1, n), MASK)], dim=1)
+    for i in range(prompt.shape[1], x.shape[1]):
+        logits = model.logits(model(x, causal=False))[0, i - 1]
+        logits[MASK] = float("-inf")
+        x[0, i] = logits.argmax()
+    assert torch.equal(sample(model, prompt, n, steps=n, block_length=1, shift=True), x)
+    with pytest.raises(UserError, match="non-empty prompt"):
+        sample(model, prompt[:, :0], n, shift=True)
+
+
+def test_shift_scores_from_the_previous_output_and_never_the_first_token():
+    """Training loss and validation ELBO under shift: position 0 is never masked, scored or counted in
+    the bytes, and each masked token's loss comes from the output at the position before it."""
+    model = tiny_model()
+    tokens = torch.tensor([TOK.encode("def fib(n):\n  return n")] * 3)
+    obj = MaskedDiffusionObjective(torch.ones(TOK.vocab_size), MASK, shift=True)
+    assert not obj.scored({"tokens": tokens})[:, 0].any() and obj.scored({"tokens": tokens})[:, 1:].all()
+    out = obj.nll(model, {"tokens": tokens})
+    assert int(out.tokens) == int(out.bytes) == tokens.numel() - tokens.shape[0]
+    masked = torch.zeros_like(tokens, dtype=torch.bool)
+    masked[:, [3, 7, 8]] = True
+    noisy = torch.where(masked, torch.full_like(tokens, MASK), tokens)
+    logits = model.logits(model(noisy, causal=False)).float()
+    logits[..., MASK] = float("-inf")
+    want = sum(torch.nn.functional.cross_entropy(logits[:, i - 1], tokens[:, i], reduction="none")
+               for i in (3, 7, 8))  # fmt: skip
+    got = masked_token_nll(model, tokens, masked, MASK, shift=True)
+    torch.testing.assert_close(got, want)
+    torch.manual_seed(0)
+    loss = obj.loss(model, {"tokens": tokens}).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.embed.weight.grad.abs().sum() > 0
 
 
 def test_low_confidence_commits_the_most_confident_position_first():
