@@ -363,6 +363,29 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def focused_main(prog: str, run: Callable[[bool], None], argv: list[str] | None = None) -> int:
+    """The command line of a focused benchmark (bench_quant_h2, _deq, _xres): ``run(smoke)`` emits rows;
+    prints the device line first and writes the rows to ``--out`` as JSON."""
+    p = argparse.ArgumentParser(prog=f"python -m {prog}")
+    p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under TRITON_INTERPRET=1")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = p.parse_args(argv)
+    if args.smoke:
+        os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module defines its @triton.jit functions
+    elif not torch.cuda.is_available():
+        print("no CUDA GPU here; use --smoke to check the script on CPU", file=sys.stderr)
+        return 2
+    import triton
+
+    dev = "cpu (interpreter)" if args.smoke else torch.cuda.get_device_name()
+    print(json.dumps({"device": dev, "torch": torch.__version__, "triton": triton.__version__}), flush=True)
+    run(args.smoke)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(ROWS, f, indent=1)
+    return 0
+
+
 if __name__ == "__main__":
     # bench_quant and friends import this module by name: let them share this run's ROWS (else their
     # rows would go to a second copy of the module and be missing from --out).

@@ -9,13 +9,11 @@ fails on its own (compile or launch errors become an ``error`` row).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 from functools import partial
 
 import torch
+from pretrainctl_kernels.bench import focused_main
 
 # (BN rows per program, K splits, warps, groups per step, loop stages, hacc): quant.INT4_HALF2's layout.
 H2_CANDIDATES = [
@@ -96,25 +94,7 @@ def run(smoke: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pretrainctl_kernels.bench_quant_h2")
-    p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under TRITON_INTERPRET=1")
-    p.add_argument("--out", default=None, help="write the rows as JSON here")
-    args = p.parse_args(argv)
-    if args.smoke:
-        os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module defines its @triton.jit functions
-    elif not torch.cuda.is_available():
-        print("no CUDA GPU here; use --smoke to check the script on CPU", file=sys.stderr)
-        return 2
-    import triton
-    from pretrainctl_kernels import bench
-
-    dev = "cpu (interpreter)" if args.smoke else torch.cuda.get_device_name()
-    print(json.dumps({"device": dev, "torch": torch.__version__, "triton": triton.__version__}), flush=True)
-    run(args.smoke)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(bench.ROWS, f, indent=1)
-    return 0
+    return focused_main("pretrainctl_kernels.bench_quant_h2", run, argv)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,11 @@ candidate's output checked against a float64 truth by the tests' tolerance rule 
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 from functools import partial
 
 import torch
+from pretrainctl_kernels.bench import focused_main
 
 # (BN rows per program, K splits, warps, rows per step, stages, zin): quant.INT4_XRES's layout.
 T, F = True, False
@@ -79,25 +77,7 @@ def run(smoke: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pretrainctl_kernels.bench_quant_xres")
-    p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU under TRITON_INTERPRET=1")
-    p.add_argument("--out", default=None, help="write the rows as JSON here")
-    args = p.parse_args(argv)
-    if args.smoke:
-        os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module defines its @triton.jit functions
-    elif not torch.cuda.is_available():
-        print("no CUDA GPU here; use --smoke to check the script on CPU", file=sys.stderr)
-        return 2
-    import triton
-    from pretrainctl_kernels import bench
-
-    dev = "cpu (interpreter)" if args.smoke else torch.cuda.get_device_name()
-    print(json.dumps({"device": dev, "torch": torch.__version__, "triton": triton.__version__}), flush=True)
-    run(args.smoke)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(bench.ROWS, f, indent=1)
-    return 0
+    return focused_main("pretrainctl_kernels.bench_quant_xres", run, argv)
 
 
 if __name__ == "__main__":
