@@ -39,6 +39,34 @@ WORDS_CANDIDATES = [
 BYTES_TILES = {1: [(256, 16, 8, False)], 16: [(64, 8, 4, True)]}
 
 
+def truth_check(ours: torch.Tensor, ref: torch.Tensor, truth: torch.Tensor) -> dict:
+    """tests/kernels/_tol.py's rule: error to the float64 truth <= 2x the bf16 reference's + 2e-2 scale.
+    The mean errors show what the max (set by the bf16 rounding of the largest outputs) can hide."""
+    scale = max(1.0, truth.abs().max().item())
+    d, dr = (ours.double() - truth).abs(), (ref.double() - truth).abs()
+    err, ref_err = d.max().item(), dr.max().item()
+    return {"max_err": float(f"{err:.3g}"), "ref_err": float(f"{ref_err:.3g}"),
+            "mean_err": float(f"{d.mean().item():.3g}"), "ref_mean_err": float(f"{dr.mean().item():.3g}"),
+            "ok": bool(err <= 2 * ref_err + 2e-2 * scale)}  # fmt: skip
+
+
+def timed_int4(c, case: str, x, q4: list, group: int, ref, truth, rg, **kw) -> float | None:  # noqa: ANN001
+    """int4_matmul(x, *q4[i], group, **kw) checked against the truth (truth_check), then timed by graph
+    replay, with its ratio to ``rg`` (the bf16 time); a failure is an error row. -> ms if it passed."""
+    from pretrainctl_kernels.quant import int4_matmul
+
+    fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]
+    try:
+        chk = truth_check(fns[0](), ref, truth)
+    except Exception as exc:  # noqa: BLE001 - a failing configuration is a result
+        emit("quant", case, "triton_int4", error=f"{type(exc).__name__}: {exc}"[:300])
+        return None
+    ms = measure_graph(c, "quant", case, "triton_int4", fns, **chk)
+    if ms and rg:
+        emit("quant", case, "ratio", speedup_vs="bf16_matmul graph", speedup=round(rg / ms, 3))
+    return ms if chk["ok"] else None
+
+
 def _sweep(M: int) -> list[tuple[str, dict]]:
     """(row name suffix, int4_matmul keywords) for every candidate at this M."""
     out = []

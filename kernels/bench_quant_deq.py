@@ -34,25 +34,6 @@ def deq_kwargs(tile: tuple) -> dict:
                 pipe=pipe, two_pass=two)  # fmt: skip
 
 
-def _timed(c, case: str, x, q4: list, group: int, ref, truth, rg, **kw) -> float | None:  # noqa: ANN001
-    """Check against the truth, then time by graph replay; a failure is an error row."""
-    from pretrainctl_kernels.bench import emit
-    from pretrainctl_kernels.bench_quant import measure_graph
-    from pretrainctl_kernels.bench_quant_h2 import _check
-    from pretrainctl_kernels.quant import int4_matmul
-
-    fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]
-    try:
-        chk = _check(fns[0](), ref, truth)
-    except Exception as exc:  # noqa: BLE001 - a failing configuration is a result
-        emit("quant", case, "triton_int4", error=f"{type(exc).__name__}: {exc}"[:300])
-        return None
-    ms = measure_graph(c, "quant", case, "triton_int4", fns, **chk)
-    if ms and rg:
-        emit("quant", case, "ratio", speedup_vs="bf16_matmul graph", speedup=round(rg / ms, 3))
-    return ms if chk["ok"] else None
-
-
 def _diag_launch(x, packed, scales, zeros, group: int, diag: int, tile: tuple):  # noqa: ANN001, ANN202
     from pretrainctl_kernels import quant
     from pretrainctl_kernels.quant_deq import _int4_deq
@@ -86,7 +67,7 @@ def _diagnostics(c, c4: str, x, q4: list, group: int) -> None:  # noqa: ANN001
 def run(smoke: bool) -> None:
     from pretrainctl_kernels import quant
     from pretrainctl_kernels.bench import Ctx, emit
-    from pretrainctl_kernels.bench_quant import measure_graph
+    from pretrainctl_kernels.bench_quant import measure_graph, timed_int4
     from pretrainctl_kernels.quant import dequantize_int4, quantize_int4
 
     c = Ctx(smoke)
@@ -103,14 +84,14 @@ def run(smoke: bool) -> None:
         bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
         rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
         args = (x, q4, group, ref, truth, rg)
-        _timed(c, c4 + " default (no keywords)", *args)
+        timed_int4(c, c4 + " default (no keywords)", *args)
         if M == 1:
             continue
-        _timed(c, c4 + " word kernel (run-6 M = 16 default)", *args, words=True)
+        timed_int4(c, c4 + " word kernel (run-6 M = 16 default)", *args, words=True)
         best = None
         for tile in DEQ_CANDIDATES[:2] if smoke else DEQ_CANDIDATES:
             name = " deq bn{} split{} w{} gb{} st{} swap{:d} ord{} pipe{} two{:d}".format(*tile)
-            ms = _timed(c, c4 + name, *args, **deq_kwargs(tile))
+            ms = timed_int4(c, c4 + name, *args, **deq_kwargs(tile))
             if ms and (best is None or ms < best[1]):
                 best = (tile, ms)
         _diagnostics(c, c4, x, q4, group)
@@ -123,7 +104,7 @@ def run(smoke: bool) -> None:
         saved = quant.INT4_DEQ, quant.INT4_DEQ_DEFAULT
         quant.INT4_DEQ, quant.INT4_DEQ_DEFAULT = best[0], True
         try:
-            _timed(c, c4 + " default with the best deq tile (INT4_DEQ_DEFAULT)", *args)
+            timed_int4(c, c4 + " default with the best deq tile (INT4_DEQ_DEFAULT)", *args)
         finally:
             quant.INT4_DEQ, quant.INT4_DEQ_DEFAULT = saved
 

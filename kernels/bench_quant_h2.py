@@ -30,20 +30,9 @@ def h2_kwargs(tile: tuple) -> dict:
     return dict(half2=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, hacc=hacc)
 
 
-def _check(ours: torch.Tensor, ref: torch.Tensor, truth: torch.Tensor) -> dict:
-    """tests/kernels/_tol.py's rule: error to the float64 truth <= 2x the bf16 reference's + 2e-2 scale.
-    The mean errors show what the max (set by the bf16 rounding of the largest outputs) can hide."""
-    scale = max(1.0, truth.abs().max().item())
-    d, dr = (ours.double() - truth).abs(), (ref.double() - truth).abs()
-    err, ref_err = d.max().item(), dr.max().item()
-    return {"max_err": float(f"{err:.3g}"), "ref_err": float(f"{ref_err:.3g}"),
-            "mean_err": float(f"{d.mean().item():.3g}"), "ref_mean_err": float(f"{dr.mean().item():.3g}"),
-            "ok": bool(err <= 2 * ref_err + 2e-2 * scale)}  # fmt: skip
-
-
 def run(smoke: bool) -> None:
     from pretrainctl_kernels.bench import Ctx, emit
-    from pretrainctl_kernels.bench_quant import measure_graph
+    from pretrainctl_kernels.bench_quant import measure_graph, timed_int4, truth_check
     from pretrainctl_kernels.quant import dequantize_int4, int4_matmul, quantize_int4
 
     c = Ctx(smoke)
@@ -60,7 +49,7 @@ def run(smoke: bool) -> None:
         bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
         rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
         fns = [partial(int4_matmul, x, *t, group, half2=False) for t in q4]
-        chk = _check(fns[0](), ref, truth)
+        chk = truth_check(fns[0](), ref, truth)
         d = measure_graph(c, "quant", c4 + " run-6 word kernel (half2=False)", "triton_int4", fns, **chk)
         if rg and d:
             emit("quant", c4 + " run-6 word kernel graph", "ratio", speedup_vs="bf16_matmul graph",
@@ -68,7 +57,7 @@ def run(smoke: bool) -> None:
         if M != 1:
             continue
         fns = [partial(int4_matmul, x, *t, group) for t in q4]
-        chk = _check(fns[0](), ref, truth)
+        chk = truth_check(fns[0](), ref, truth)
         d2 = measure_graph(c, "quant", c4 + " default (no keywords)", "triton_int4", fns, **chk)
         if rg and d2:
             emit("quant", c4 + " default graph", "ratio", speedup_vs="bf16_matmul graph",
@@ -77,14 +66,8 @@ def run(smoke: bool) -> None:
         for tile in H2_CANDIDATES[:2] if smoke else H2_CANDIDATES:
             kw = h2_kwargs(tile)
             name = " half2 bn{} split{} w{} gb{} st{} hacc{}".format(*tile)
-            fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]
-            try:
-                chk = _check(fns[0](), ref, truth)
-            except Exception as exc:  # noqa: BLE001 - a failing configuration is a result
-                emit("quant", c4 + name, "triton_int4", error=f"{type(exc).__name__}: {exc}"[:300])
-                continue
-            ms = measure_graph(c, "quant", c4 + name, "triton_int4", fns, **chk)
-            if ms and chk["ok"] and (best is None or ms < best[1]):
+            ms = timed_int4(c, c4 + name, x, q4, group, ref, truth, rg, **kw)
+            if ms and (best is None or ms < best[1]):
                 best = (name.strip(), ms)
         rg2 = measure_graph(c, "quant", case + " (again, after the sweep)", "bf16_matmul", bf16)
         if best and rg:

@@ -23,17 +23,9 @@ XRES_CANDIDATES = [
 ]  # fmt: skip
 
 
-def _check(ours: torch.Tensor, ref: torch.Tensor, truth: torch.Tensor) -> dict:
-    """tests/kernels/_tol.py's rule: error to the float64 truth <= 2x the bf16 reference's + 2e-2 scale."""
-    scale = max(1.0, truth.abs().max().item())
-    err = (ours.double() - truth).abs().max().item()
-    ref_err = (ref.double() - truth).abs().max().item()
-    return {"max_err": float(f"{err:.3g}"), "ok": err <= 2 * ref_err + 2e-2 * scale}
-
-
 def run(smoke: bool) -> None:
     from pretrainctl_kernels.bench import Ctx, emit
-    from pretrainctl_kernels.bench_quant import measure_graph
+    from pretrainctl_kernels.bench_quant import measure_graph, timed_int4, truth_check
     from pretrainctl_kernels.quant import dequantize_int4, int4_matmul, quantize_int4
 
     c = Ctx(smoke)
@@ -49,7 +41,7 @@ def run(smoke: bool) -> None:
         bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
         rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
         fns = [partial(int4_matmul, x, *t, group) for t in q4]
-        chk = _check(fns[0](), ref, truth)
+        chk = truth_check(fns[0](), ref, truth)
         d = measure_graph(c, "quant", c4 + " default (run 6)", "triton_int4", fns, **chk)
         if rg and d:
             emit("quant", c4 + " default (run 6) graph", "ratio", speedup_vs="bf16_matmul graph",
@@ -60,14 +52,8 @@ def run(smoke: bool) -> None:
         for bn, split, warps, rows, stages, zin in XRES_CANDIDATES[:2] if smoke else XRES_CANDIDATES:
             kw = dict(xres=True, bn=bn, split_k=split, num_warps=warps, rows=rows, stages=stages, zin=zin)
             name = f" xres bn{bn} split{split} w{warps} r{rows} st{stages}" + (" zin" if zin else "")
-            fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]
-            try:
-                chk = _check(fns[0](), ref, truth)
-            except Exception as exc:  # noqa: BLE001 - a failing configuration is a result
-                emit("quant", c4 + name, "triton_int4", error=f"{type(exc).__name__}: {exc}"[:200])
-                continue
-            ms = measure_graph(c, "quant", c4 + name, "triton_int4", fns, **chk)
-            if ms and chk["ok"] and (best is None or ms < best[1]):
+            ms = timed_int4(c, c4 + name, x, q4, group, ref, truth, rg, **kw)
+            if ms and (best is None or ms < best[1]):
                 best = (name.strip(), ms)
         rg2 = measure_graph(c, "quant", case + " (again, after the sweep)", "bf16_matmul", bf16)
         if best and rg:
