@@ -39,13 +39,9 @@ def _diag_launch(x, packed, scales, zeros, group: int, diag: int, tile: tuple): 
     from pretrainctl_kernels.quant_deq import _int4_deq
 
     bn, split, warps, gb, stages, swap, order, pipe, _ = tile
-    words = quant._as_words(packed)
-    post = (x.shape[0], packed.shape[0], x.shape[1], *x.stride(), words.stride(0), *scales.stride())
     tiles = (16, bn, split, warps, False)
     consts = dict(GROUP=group, GB=gb, STAGES=stages, SWAP=swap, ORD=order, ASM=x.is_cuda, PIPE=pipe)
-    return quant._launch(
-        _int4_deq, x, (words, scales, zeros), post, packed.shape[0], None, tiles, DIAG=diag, **consts
-    )
+    return quant._launch_words(_int4_deq, x, packed, scales, zeros, tiles, DIAG=diag, **consts)
 
 
 def _diagnostics(c, c4: str, x, q4: list, group: int) -> None:  # noqa: ANN001

@@ -294,6 +294,15 @@ def _as_words(packed: Tensor) -> Tensor:
     return packed.view(torch.int32)
 
 
+def _launch_words(kernel, x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, tiles: tuple,  # noqa: ANN001
+                  **consts: object) -> Tensor:  # fmt: skip
+    """_launch for the decode kernels that read the packed weight as int32 words (_as_words)."""
+    M, K = x.shape
+    words = _as_words(packed)
+    post = (M, packed.shape[0], K, *x.stride(), words.stride(0), *scales.stride())
+    return _launch(kernel, x, (words, scales, zeros), post, packed.shape[0], None, tiles, **consts)
+
+
 def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int, *,
                 bm: int | None = None, bn: int | None = None, bk: int | None = None,
                 split_k: int | None = None, num_warps: int | None = None, join: bool | None = None,
@@ -353,15 +362,15 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
             raise ValueError(f"int4_matmul: gb={gb} must be a power of two, order={order} 0 or 1, "
                              f"stages={stages} 1, 2 or 3 and pipe={pipe} >= 1")  # fmt: skip
         split = max(1, min(split_k or split, triton.cdiv(K // group, gb)))
-        words_ = _as_words(packed)
-        post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
         # PTX bf16x2 only where it rounds (q - z) s exactly as the bf16 reference does (bf16 x and scales)
         ptx = x.is_cuda and x.dtype == scales.dtype == torch.bfloat16
         tiles, sw = (16, bn or bn_, split, num_warps or w, False), sw if swap is None else swap
         consts = dict(GROUP=group, GB=gb, STAGES=stages or st, SWAP=sw, ORD=order, ASM=ptx, PIPE=pipe)
         if (two_ if two_pass is None else two_pass) and split > 1:
+            words_ = _as_words(packed)
+            post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
             return launch_two_pass(x, (words_, scales, zeros), post, N, tiles, **consts)
-        return _launch(_int4_deq, x, (words_, scales, zeros), post, N, None, tiles, **consts)
+        return _launch_words(_int4_deq, x, packed, scales, zeros, tiles, **consts)
     h2_default = INT4_HALF2_DEFAULT and all(a is None for a in (words, xres, vec, swap, asm))
     if h2_ok and (half2 or (half2 is None and h2_default)):
         bn_, split, w, gb_, st, hacc_ = INT4_HALF2
@@ -369,10 +378,8 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
         if gb & (gb - 1) or (hacc if hacc is not None else hacc_) not in (0, 1):
             raise ValueError(f"int4_matmul: gb={gb} must be a power of two and hacc={hacc} 0 or 1")
         split = max(1, min(split_k or split, triton.cdiv(G, gb)))
-        words_ = _as_words(packed)
-        post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
         tiles = (1, bn or bn_, split, num_warps or w, True)
-        return _launch(_int4_h2, x, (words_, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
+        return _launch_words(_int4_h2, x, packed, scales, zeros, tiles, GROUP=group, GB=gb,
                        STAGES=stages or st, HACC=hacc_ if hacc is None else hacc, ASM=x.is_cuda)  # fmt: skip
     if M == 1 and fits and words is not False and (xres or (xres is None and INT4_XRES_DEFAULT)):
         bn_, split, w, r_, st, zin_ = INT4_XRES
@@ -381,12 +388,10 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
             raise ValueError(f"int4_matmul: bn={bn} and rows={rows} must be powers of two, rows <= bn, and "
                              f"stages={stages} 1, 2 or 3")  # fmt: skip
         split = max(1, min(split_k or split, G))
-        words_ = _as_words(packed)
-        post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
         gpb = triton.next_power_of_2(triton.cdiv(G, split))
         tiles = (1, bn, split, num_warps or w, True)
         st, zin = stages or st, zin_ if zin is None else zin
-        return _launch(_int4_xres, x, (words_, scales, zeros), post, N, None, tiles, GROUP=group, R=rows,
+        return _launch_words(_int4_xres, x, packed, scales, zeros, tiles, GROUP=group, R=rows,
                        GPB=gpb, STAGES=min(st, 2), PING=st == 2, ZIN=zin)  # fmt: skip
     if M <= 16 and (words or (words is None and fits)):
         bn_, split, w, gb_, st, sw, asm_, vec_ = INT4_WORDS["m1" if M == 1 else "m16"]
@@ -396,11 +401,9 @@ def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group:
             raise ValueError(f"int4_matmul: gb={gb} must be a power of two")
         split = max(1, min(split_k or split, triton.cdiv(G, gb)))
         tiles = (1 if vec else bm or 16), bn or bn_, split, num_warps or w, vec
-        words_ = _as_words(packed)
-        post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
         ptx = x.dtype == torch.bfloat16 and x.is_cuda
         codes = (2 if ptx else 1) if asm else 2 if asm is None and asm_ and ptx else 0  # default: PTX/exact
-        return _launch(_int4_words, x, (words_, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
+        return _launch_words(_int4_words, x, packed, scales, zeros, tiles, GROUP=group, GB=gb,
                        STAGES=stages or st, SWAP=sw if swap is None else swap, CODES=codes)  # fmt: skip
     bk = bk or min(group, 128)
     if group % bk or bk < 32:
