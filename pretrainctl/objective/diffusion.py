@@ -61,10 +61,10 @@ def masked_token_nll(
     is the output at i - 1 (``masked[:, 0]`` must then be False)."""
     noisy = torch.where(masked, torch.full_like(tokens, mask_id), tokens)
     hidden = model(noisy, causal=False)  # (B, L, D)
-    if shift:
-        hidden = hidden.roll(1, dims=1)  # position i now holds the output at i - 1 (0 is never masked)
+    # shift: the outputs one to the left of the masked positions, in the same (row-major) order
+    picked = hidden[:, :-1][masked[:, 1:]] if shift else hidden[masked]  # (N, D)
     rows = masked.nonzero(as_tuple=True)[0]  # (N,) the sequence of each masked position
-    logits = model.logits(hidden[masked]).float()  # (N, V)
+    logits = model.logits(picked).float()  # (N, V)
     logits[:, mask_id] = float("-inf")  # the model never predicts MASK
     nll = F.cross_entropy(logits, tokens[masked], reduction="none")  # (N,)
     return torch.zeros(tokens.shape[0], device=nll.device, dtype=nll.dtype).index_add(0, rows, nll)
