@@ -53,12 +53,18 @@ def coord() -> str:
     widths = [64, 128, 256, 512]
     lines = ["| parametrization | layer | " + " | ".join(f"d={w}" for w in widths) + " | growth 512/64 |",
              "|---|---|" + "---|" * (len(widths) + 1)]  # fmt: skip
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), sharey=True)
-    variants = (("SP", None, True), ("µP", 64, True), ("µP, no logit multiplier", 64, False))
-    for ax, (name, base, mult) in zip(axes, variants, strict=True):
+    variants = (  # name, base width, logit multiplier, tied head
+        ("SP", None, True, True),
+        ("µP", 64, True, True),
+        ("µP, no logit multiplier", 64, False, True),
+        ("µP, untied head", 64, True, False),
+    )
+    fig, axes = plt.subplots(1, len(variants), figsize=(18, 3.8), sharey=True)
+    for ax, (name, base, mult, tied) in zip(axes, variants, strict=True):
         r = coord_check(
-            widths, batches, vocab_size=tok.vocab_size, mup_base_width=base, lr=1e-2, mup_output_mult=mult
-        )
+            widths, batches, vocab_size=tok.vocab_size, mup_base_width=base, lr=1e-2, mup_output_mult=mult,
+            tie_embeddings=tied,
+        )  # fmt: skip
         for layer in r[widths[0]]:
             vals = [r[w][layer] for w in widths]
             lines.append(f"| {name} | {layer} | " + " | ".join(f"{v:.4f}" for v in vals)
@@ -72,26 +78,33 @@ def coord() -> str:
     return "\n".join(lines)
 
 
-VARIANTS = {  # stamp prefix -> (title, overrides)
-    "mup_sweep": ("µP (base width 64)", ["arch.mup_base_width=64"]),
-    "mup_sweep_sp": ("SP", []),
+VARIANTS = {  # stamp prefix -> (title, overrides, the variant whose base-width model is the same)
+    "mup_sweep": ("µP (base width 64)", ["arch.mup_base_width=64"], None),
+    "mup_sweep_sp": ("SP", [], "mup_sweep"),
     "mup_sweep_nomult": (
         "µP (base width 64) without the logit multiplier",
         ["arch.mup_base_width=64", "arch.mup_output_mult=false"],
+        "mup_sweep",
     ),
+    "mup_sweep_untied": (
+        "µP (base width 64) with an untied head",
+        ["arch.mup_base_width=64", "arch.tie_embeddings=false"],
+        None,
+    ),
+    "mup_sweep_sp_untied": ("SP with an untied head", ["arch.tie_embeddings=false"], "mup_sweep_untied"),
 }
 
 
-def sweep(variant: str, widths: list[int], lrs: list[float]) -> None:
+def sweep(variant: str, widths: list[int], lrs: list[float], seed: int | None = None) -> None:
     part = (
         ""
         if (widths, lrs) == (WIDTHS, LRS)
         else "_w" + "-".join(map(str, widths)) + "_lr" + "-".join(f"{x:g}" for x in lrs)
     )
-    stamp = variant + part
+    stamp = variant + ("" if seed is None else f"_s{seed}") + part
     if (RUNS / f"sweep-{stamp}").is_dir():
         return
-    mup = VARIANTS[variant][1]
+    mup = VARIANTS[variant][1] + ([] if seed is None else [f"seed={seed}"])
     lock = [] if os.environ.get("PRETRAINCTL_LOCK_HELD") else ["flock", "/tmp/pretrainctl-heavy.lock"]
     cmd = [*lock, sys.executable, "-m", "pretrainctl.cli", "train",
            "--multirun", *mup, "arch.d_model=" + ",".join(map(str, widths)),
@@ -100,30 +113,42 @@ def sweep(variant: str, widths: list[int], lrs: list[float]) -> None:
     subprocess.run(cmd, check=True, env={**os.environ, "PRETRAINCTL_STAMP": stamp})
 
 
-def sweep_dirs(variant: str) -> list[Path]:
-    """The variant's whole-grid sweep and its parts (``sweep-<variant>_w...``)."""
-    return [d for d in [RUNS / f"sweep-{variant}", *sorted(RUNS.glob(f"sweep-{variant}_w*"))] if d.is_dir()]
+def sweep_dirs(variant: str, seed: int | None = None) -> list[Path]:
+    """The variant's whole-grid sweep and its parts (``sweep-<variant>[_s<seed>]_w...``)."""
+    name = variant + ("" if seed is None else f"_s{seed}")
+    return [d for d in [RUNS / f"sweep-{name}", *sorted(RUNS.glob(f"sweep-{name}_w*"))] if d.is_dir()]
 
 
-def sweep_table(variant: str) -> str:
-    """val_bpb per (width, LR). Without the logit multiplier, width 64 (width_mult 1) is the same model
-    as µP's, so its points come from µP's sweep when this variant has none of its own."""
+def sweep_seeds(variant: str) -> list[int]:
+    """Seeds other than the default that have a part of this variant's grid."""
+    found = {
+        d.name.removeprefix(f"sweep-{variant}_s").split("_")[0] for d in RUNS.glob(f"sweep-{variant}_s*_w*")
+    }
+    return sorted(int(s) for s in found if s.isdigit())
+
+
+def sweep_table(variant: str, seed: int | None = None) -> str:
+    """val_bpb per (width, LR). At the base width (width_mult 1) some variants are the same model as
+    another (µP without the logit multiplier and SP are µP there), so their base-width points come from
+    that variant's sweep when they have none of their own."""
     from omegaconf import OmegaConf
 
     grid: dict[tuple[int, float], float] = {}
-    borrowed = sweep_dirs("mup_sweep") if variant == "mup_sweep_nomult" else []
-    for own, d in [*((False, d) for d in borrowed), *((True, d) for d in sweep_dirs(variant))]:
+    base = VARIANTS[variant][2]
+    borrowed = sweep_dirs(base, seed) if base else []
+    for own, d in [*((False, d) for d in borrowed), *((True, d) for d in sweep_dirs(variant, seed))]:
         for summary in sorted(d.glob("*/summary.json")):  # own points come last and win
             cfg = OmegaConf.load(summary.parent / "config.yaml")
             if own or cfg.arch.d_model == cfg.arch.mup_base_width:
                 grid[(cfg.arch.d_model, cfg.optim.lr)] = json.loads(summary.read_text())["val_bpb"]
+    lrs = sorted({lr for _, lr in grid} | set(LRS))  # the default grid plus any extension (--lrs)
     lines = [
-        "| width | " + " | ".join(f"lr {x:g}" for x in LRS) + " | best |",
-        "|---|" + "---|" * (len(LRS) + 1),
+        "| width | " + " | ".join(f"lr {x:g}" for x in lrs) + " | best |",
+        "|---|" + "---|" * (len(lrs) + 1),
     ]
     for w in WIDTHS:
-        row = [grid.get((w, lr)) for lr in LRS]
-        done = [(v, lr) for v, lr in zip(row, LRS, strict=True) if v is not None]
+        row = [grid.get((w, lr)) for lr in lrs]
+        done = [(v, lr) for v, lr in zip(row, lrs, strict=True) if v is not None]
         best = f"{min(done)[1]:g}" if done else "n/a"
         lines.append(
             f"| {w} | " + " | ".join("n/a" if v is None else f"{v:.4f}" for v in row) + f" | {best} |"
@@ -136,21 +161,32 @@ def main() -> None:
     ap.add_argument("what", choices=["coord", "sweep", "report"])
     ap.add_argument("--sp", action="store_true")
     ap.add_argument("--no-output-mult", action="store_true")
+    ap.add_argument("--untied", action="store_true")
     ap.add_argument("--widths", default=",".join(map(str, WIDTHS)))
     ap.add_argument("--lrs", default=",".join(f"{x:g}" for x in LRS))
+    ap.add_argument("--seed", type=int, default=None, help="a seed other than the default (train.yaml)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).parent.parent))
     if args.what == "sweep":
-        variant = "mup_sweep_sp" if args.sp else "mup_sweep_nomult" if args.no_output_mult else "mup_sweep"
+        variant = "mup_sweep" + "_sp" * args.sp + "_nomult" * args.no_output_mult + "_untied" * args.untied
+        if variant not in VARIANTS:
+            ap.error(f"no sweep variant for that combination of flags (known: {', '.join(VARIANTS)})")
         widths = [int(w) for w in args.widths.split(",")]
-        return sweep(variant, widths, [float(x) for x in args.lrs.split(",")])
+        return sweep(variant, widths, [float(x) for x in args.lrs.split(",")], args.seed)
     text = ["# µP evidence (bench/mup_evidence.py)", ""]
     if args.what == "coord" or not (OUT / "mup_coord.md").is_file():
         (OUT / "mup_coord.md").write_text(coord() + "\n")
     text += ["Coordinate check:", "", (OUT / "mup_coord.md").read_text()]
-    for variant, (name, _) in VARIANTS.items():
+    for variant, (name, _, _) in VARIANTS.items():
         if sweep_dirs(variant):
             text += [f"LR sweep, {name}, val_bpb after 250 steps:", "", sweep_table(variant), ""]
+        for seed in sweep_seeds(variant):
+            text += [
+                f"LR sweep, {name}, seed {seed}, val_bpb after 250 steps:",
+                "",
+                sweep_table(variant, seed),
+                "",
+            ]
     (OUT / "mup_evidence.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
 

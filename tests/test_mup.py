@@ -59,3 +59,39 @@ def test_coordinate_check_flat_under_mup_growing_under_sp():
     for layer in ("block0", "block1", "logits"):
         assert 0.5 < growth(mup, layer) < 2.0, (layer, mup)
     assert growth(sp, "block1") > 5 and growth(sp, "logits") > 2, sp  # measured 223x and 4.5x
+
+
+def test_untied_mup_head_keeps_init_and_lr_and_takes_the_multiplier():
+    torch.manual_seed(0)
+    model = DenseTransformer(50, d_model=128, n_layers=2, n_heads=4, mup_base_width=32, tie_embeddings=False)
+    head = model.head_weight()
+    assert head is not model.embed.weight
+    assert float(head.std()) == pytest.approx(0.02, rel=0.05)  # readout init is not / sqrt(width_mult)
+    groups = {g["name"]: g["lr"] for g in AdamWBuilder(lr=4e-3).build(model).param_groups}
+    assert groups["head"] == groups["embedding"] == 4e-3 and groups["hidden"] == pytest.approx(1e-3)
+    tokens = torch.randint(0, 50, (2, 9))
+    hidden = model(tokens)
+    unscaled = model.norm(model.blocks[1](model.blocks[0](model.embed(tokens), causal=True), causal=True))
+    torch.testing.assert_close(model.logits(hidden), unscaled @ head.T / 4)  # 1/width_mult on the readout
+
+
+def test_tied_mup_prints_its_notice_once(capsys):
+    from pretrainctl.arch import decoder
+
+    decoder._notice_tied_mup.cache_clear()
+    DenseTransformer(50, d_model=64, n_layers=1, n_heads=4, mup_base_width=32, tie_embeddings=False)
+    assert "tied head" not in capsys.readouterr().err
+    for _ in range(2):
+        DenseTransformer(50, d_model=64, n_layers=1, n_heads=4, mup_base_width=32)
+    assert capsys.readouterr().err.count("arch.tie_embeddings=false") == 1
+
+
+def test_coordinate_check_flat_under_untied_mup():
+    torch.manual_seed(1)
+    batches = [torch.randint(0, 64, (4, 33)) for _ in range(4)]
+    widths = [32, 64, 128, 256]
+    mup = coord_check(widths, batches, vocab_size=64, mup_base_width=32, lr=1e-2, tie_embeddings=False)
+    sp = coord_check(widths, batches, vocab_size=64, mup_base_width=None, lr=1e-2, tie_embeddings=False)
+    for layer in ("block0", "block1", "logits"):
+        assert 0.5 < growth(mup, layer) < 2.0, (layer, mup)
+    assert growth(sp, "block1") > 5, sp

@@ -11,12 +11,16 @@ drops it, see below), attention logits use
 and the optimizer divides Adam's LR of hidden matrices by width_mult (optim/groups.py). Embeddings
 and norms keep their init and LR. At width_mult 1 the model is exactly the standard one.
 
-The output multiplier assumes a readout whose fan-out (the vocabulary) stays small next to the width.
-With a tied embedding and a vocabulary much larger than the width (4096 pieces at widths 64-512, the
-default data), our coordinate check on the default data measured the opposite: without a multiplier the
-logits' change is already flat across widths (0.97x from 64 to 512, SP), with it it shrinks (0.58x), and
-the width-256 µP model at the base width's best LR stayed on the unigram plateau (bench/mup_evidence.py,
-README "µP"). ``mup_output_mult=False`` keeps every other µP rule and leaves the logits unscaled.
+µP wants an untied head (``tie_embeddings=False``). A tied matrix is both µP's input embedding (Adam LR
+Θ(1)) and its readout (whose effect should not grow with width): Adam takes one normalized step on
+the sum of the two roles' gradients, and the output multiplier shrinks the readout's share of that sum
+by 1/width_mult, so how the two roles mix in each update changes with width; without the multiplier
+the readout's effect grows with width instead. On the default data (4096 pieces, widths 64 and 256,
+bench/mup_evidence.py, README "µP") the tied model's best LR fell from 0.016 at width 64 to 0.004 or
+below at 256 with or without the multiplier; untied, it was 0.004 at both widths (two seeds). So the
+model prints a one-line notice when µP is on with a tied head. ``mup_output_mult=False`` keeps every
+other µP rule and leaves the logits unscaled (the coordinate check's logits are then flat for a tied
+head, but the LR still does not transfer).
 
 A family file only says which mixer (attention, MLA, SSM, ...) and which feed-forward (SwiGLU, MoE)
 each layer gets. Mixers provide ``forward(x, causal=, cache=, pos=)``, ``init_cache``,
@@ -28,8 +32,10 @@ each layer gets. Mixers provide ``forward(x, causal=, cache=, pos=)``, ``init_ca
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -48,6 +54,15 @@ RESIDUAL_OUTPUTS = (
     "attn.out_proj.weight",
     "attn.ssm.out_proj.weight",
 )
+
+
+@lru_cache(maxsize=1)
+def _notice_tied_mup() -> None:
+    print(
+        "pretrainctl: µP with a tied head did not transfer the LR across widths in our sweep; "
+        "set arch.tie_embeddings=false (README, µP)",
+        file=sys.stderr,
+    )
 
 
 class Block(nn.Module):
@@ -97,6 +112,8 @@ class Decoder(LanguageModel):
         # What the final hidden state is multiplied by before any head (1.0 = none).
         self.output_mult = 1.0 / self.mup_width_mult if mup_output_mult else 1.0
         self.tie_embeddings = tie_embeddings
+        if mup_base_width and tie_embeddings:
+            _notice_tied_mup()
         # Registration order (embed, blocks, norm, head) fixes the order of the init draws.
         self.embed = nn.Embedding(vocab_size, d_model)
         self.blocks = nn.ModuleList(make_block(i) for i in range(n_layers))

@@ -52,8 +52,9 @@ class DenseTransformer(Decoder):
     softcap: tanh cap on attention logits (None = off).
     window, global_every: sliding-window size and local-global interleaving (module docstring).
     backend: "torch" or "triton" (pretrainctl_kernels; falls back to torch where Triton cannot run).
-    mup_base_width: µP's base width (decoder.py); None = standard parametrization.
-    mup_output_mult: µP's 1/width_mult multiplier on the logits (decoder.py says when to drop it).
+    mup_base_width: µP's base width (decoder.py; µP wants tie_embeddings=False); None = standard
+        parametrization.
+    mup_output_mult: µP's 1/width_mult multiplier on the logits (decoder.py).
     """
 
     def __init__(

@@ -39,6 +39,7 @@ def coord_check(
     n_heads: int = 4,
     seed: int = 0,
     mup_output_mult: bool = True,
+    tie_embeddings: bool = True,
 ) -> dict[int, dict[str, float]]:
     """-> {width: {layer: RMS(output after len(batches) steps - output at init)}} on batches[0].
 
@@ -50,7 +51,7 @@ def coord_check(
         torch.manual_seed(seed)
         model = DenseTransformer(
             vocab_size, d_model=width, n_layers=n_layers, n_heads=n_heads, mup_base_width=mup_base_width,
-            mup_output_mult=mup_output_mult,
+            mup_output_mult=mup_output_mult, tie_embeddings=tie_embeddings,
         )  # fmt: skip
         opt = AdamWBuilder(lr=lr, weight_decay=0.0).build(model)
         with torch.no_grad():
