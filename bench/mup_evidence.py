@@ -1,16 +1,20 @@
 """µP evidence on the default data (stdlib corpus, default 4096-piece BPE).
 
 coord: coordinate check — 4 widths (64..512, 4 heads, 2 layers), 5 AdamW steps at LR 1e-2 on the
-       same default-data batches, SP, µP (base width 64) and µP without its logit multiplier; per layer,
-       RMS of the change of its output from init. Table + PNG.
+       same default-data batches: SP, µP (base width 64) with a tied head, with a tied head and no
+       logit multiplier, and with an untied head; per layer, RMS of the change of its output from
+       init. Table + PNG.
 sweep: LR transfer — ``pretrainctl train --multirun`` over widths 64 and 256 (= 4 x 64) and a
-       4-point LR grid (factor 2), µP with base width 64 (and the same grid under SP with --sp, or µP
-       without its logit multiplier with --no-output-mult), 2 layers, the default 16 x 256-token
-       batches, 250 steps; each point's val_bpb from its summary.json. ``--widths``/``--lrs`` run a part
-       of the grid under its own sweep directory (e.g. one part per CPU lane); the report merges them.
+       4-point LR grid (factor 2), µP with base width 64 and a tied head by default; ``--untied``
+       (the README's recipe), ``--sp`` (SP, also with --untied) or ``--no-output-mult`` pick the
+       variant. 2 layers, the default 16 x 256-token batches, 250 steps; each point's val_bpb from its
+       summary.json. ``--widths``/``--lrs`` run a part of the grid (or extend it) under its own sweep
+       directory (e.g. one part per CPU lane), ``--seed`` another seed; the report merges the parts into
+       one table per variant and seed, and plots val_bpb against LR per width (mup_lr_transfer.png).
 
     nice -n 5 .venv/bin/python bench/mup_evidence.py coord
-    nice -n 5 .venv/bin/python bench/mup_evidence.py sweep [--sp | --no-output-mult] [--widths 256 --lrs 4e-3]
+    nice -n 5 .venv/bin/python bench/mup_evidence.py sweep [--untied] [--sp | --no-output-mult] \\
+        [--widths 256 --lrs 4e-3] [--seed 1]
     .venv/bin/python bench/mup_evidence.py report
 """
 
@@ -79,19 +83,19 @@ def coord() -> str:
 
 
 VARIANTS = {  # stamp prefix -> (title, overrides, the variant whose base-width model is the same)
-    "mup_sweep": ("µP (base width 64)", ["arch.mup_base_width=64"], None),
-    "mup_sweep_sp": ("SP", [], "mup_sweep"),
+    "mup_sweep": ("µP (base width 64), tied head", ["arch.mup_base_width=64"], None),
+    "mup_sweep_sp": ("SP, tied head", [], "mup_sweep"),
     "mup_sweep_nomult": (
-        "µP (base width 64) without the logit multiplier",
+        "µP (base width 64), tied head, no logit multiplier",
         ["arch.mup_base_width=64", "arch.mup_output_mult=false"],
         "mup_sweep",
     ),
     "mup_sweep_untied": (
-        "µP (base width 64) with an untied head",
+        "µP (base width 64), untied head",
         ["arch.mup_base_width=64", "arch.tie_embeddings=false"],
         None,
     ),
-    "mup_sweep_sp_untied": ("SP with an untied head", ["arch.tie_embeddings=false"], "mup_sweep_untied"),
+    "mup_sweep_sp_untied": ("SP, untied head", ["arch.tie_embeddings=false"], "mup_sweep_untied"),
 }
 
 
@@ -127,7 +131,7 @@ def sweep_seeds(variant: str) -> list[int]:
     return sorted(int(s) for s in found if s.isdigit())
 
 
-def sweep_table(variant: str, seed: int | None = None) -> str:
+def sweep_grid(variant: str, seed: int | None = None) -> dict[tuple[int, float], float]:
     """val_bpb per (width, LR). At the base width (width_mult 1) some variants are the same model as
     another (µP without the logit multiplier and SP are µP there), so their base-width points come from
     that variant's sweep when they have none of their own."""
@@ -141,6 +145,10 @@ def sweep_table(variant: str, seed: int | None = None) -> str:
             cfg = OmegaConf.load(summary.parent / "config.yaml")
             if own or cfg.arch.d_model == cfg.arch.mup_base_width:
                 grid[(cfg.arch.d_model, cfg.optim.lr)] = json.loads(summary.read_text())["val_bpb"]
+    return grid
+
+
+def sweep_table(grid: dict[tuple[int, float], float]) -> str:
     lrs = sorted({lr for _, lr in grid} | set(LRS))  # the default grid plus any extension (--lrs)
     lines = [
         "| width | " + " | ".join(f"lr {x:g}" for x in lrs) + " | best |",
@@ -154,6 +162,27 @@ def sweep_table(variant: str, seed: int | None = None) -> str:
             f"| {w} | " + " | ".join("n/a" if v is None else f"{v:.4f}" for v in row) + f" | {best} |"
         )
     return "\n".join(lines)
+
+
+def plot_sweeps(panels: list[tuple[str, dict[tuple[int, float], float]]]) -> None:
+    """val_bpb against LR, one line per width, one panel per sweep: µP transfer means the minima line up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), sharey=True, squeeze=False)
+    for ax, (title, grid) in zip(axes[0], panels, strict=True):
+        for w in WIDTHS:
+            pts = sorted((lr, v) for (width, lr), v in grid.items() if width == w)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "o-", label=f"width {w}")
+                ax.plot(*min(pts, key=lambda p: p[1]), "k*", markersize=12)
+        ax.set(xscale="log", xlabel="AdamW LR", title=title)
+    axes[0][0].set_ylabel("val_bpb after 250 steps (star: best)")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "mup_lr_transfer.png", dpi=110)
 
 
 def main() -> None:
@@ -177,16 +206,14 @@ def main() -> None:
     if args.what == "coord" or not (OUT / "mup_coord.md").is_file():
         (OUT / "mup_coord.md").write_text(coord() + "\n")
     text += ["Coordinate check:", "", (OUT / "mup_coord.md").read_text()]
+    panels = []
     for variant, (name, _, _) in VARIANTS.items():
-        if sweep_dirs(variant):
-            text += [f"LR sweep, {name}, val_bpb after 250 steps:", "", sweep_table(variant), ""]
-        for seed in sweep_seeds(variant):
-            text += [
-                f"LR sweep, {name}, seed {seed}, val_bpb after 250 steps:",
-                "",
-                sweep_table(variant, seed),
-                "",
-            ]
+        for seed in ([None] if sweep_dirs(variant) else []) + sweep_seeds(variant):
+            title = name + ("" if seed is None else f", seed {seed}")
+            grid = sweep_grid(variant, seed)
+            text += [f"LR sweep, {title}, val_bpb after 250 steps:", "", sweep_table(grid), ""]
+            panels.append((title.replace(" (base width 64)", ""), grid))
+    plot_sweeps(panels)
     (OUT / "mup_evidence.md").write_text("\n".join(text) + "\n")
     print("\n".join(text))
 
