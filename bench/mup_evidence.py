@@ -154,7 +154,7 @@ def sweep_table(grid: dict[tuple[int, float], float]) -> str:
         "| width | " + " | ".join(f"lr {x:g}" for x in lrs) + " | best |",
         "|---|" + "---|" * (len(lrs) + 1),
     ]
-    for w in WIDTHS:
+    for w in sorted({w for w, _ in grid} | set(WIDTHS)):  # widths beyond the default grid (--widths 512)
         row = [grid.get((w, lr)) for lr in lrs]
         done = [(v, lr) for v, lr in zip(row, lrs, strict=True) if v is not None]
         best = f"{min(done)[1]:g}" if done else "n/a"
@@ -173,7 +173,7 @@ def plot_sweeps(panels: list[tuple[str, dict[tuple[int, float], float]]]) -> Non
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), sharey=True, squeeze=False)
     for ax, (title, grid) in zip(axes[0], panels, strict=True):
-        for w in WIDTHS:
+        for w in sorted({w for w, _ in grid}):
             pts = sorted((lr, v) for (width, lr), v in grid.items() if width == w)
             if pts:
                 ax.plot(*zip(*pts, strict=True), "o-", label=f"width {w}")
