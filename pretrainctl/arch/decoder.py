@@ -15,10 +15,10 @@ and norms keep their init and LR. At width_mult 1 the model is exactly the stand
 Θ(1)) and its readout (whose effect should not grow with width): Adam takes one normalized step on
 the sum of the two roles' gradients, and the output multiplier shrinks the readout's share of that sum
 by 1/width_mult, so how the two roles mix in each update changes with width; without the multiplier
-the readout's effect grows with width instead. On the default data (4096 pieces, widths 64 and 256,
-bench/mup_evidence.py, README "µP") the tied model's best LR fell from 0.016 at width 64 to 0.004 at
-256 (to 0.004 or below without the multiplier); untied, it was 0.004 at both widths (two seeds). So the
-model prints a one-line notice when µP is on with a tied head. ``mup_output_mult=False`` keeps every
+the readout's effect grows with width instead. On the default data (4096 pieces; bench/mup_evidence.py,
+README "µP") the tied model's best LR fell from 0.016 at width 64 to 0.004 at 256 (to 0.004 or below
+without the multiplier); untied, it was 0.004 at widths 64, 256 and 512 (two seeds at 64 and 256). So
+the model prints a one-line notice when µP is on with a tied head. ``mup_output_mult=False`` keeps every
 other µP rule and leaves the logits unscaled (the coordinate check's logits are then flat for a tied
 head, but the LR still does not transfer).
 
