@@ -172,15 +172,15 @@ def plot_sweeps(panels: list[tuple[str, dict[tuple[int, float], float]]]) -> Non
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), sharey=True, squeeze=False)
+    widths = sorted({w for _, grid in panels for w, _ in grid})
     for ax, (title, grid) in zip(axes[0], panels, strict=True):
         for w in sorted({w for w, _ in grid}):
             pts = sorted((lr, v) for (width, lr), v in grid.items() if width == w)
-            if pts:
-                ax.plot(*zip(*pts, strict=True), "o-", label=f"width {w}")
-                ax.plot(*min(pts, key=lambda p: p[1]), "k*", markersize=12)
+            ax.plot(*zip(*pts, strict=True), "o-", color=f"C{widths.index(w)}", label=f"width {w}")
+            ax.plot(*min(pts, key=lambda p: p[1]), "k*", markersize=12)
         ax.set(xscale="log", xlabel="AdamW LR", title=title)
+        ax.legend(fontsize=8)
     axes[0][0].set_ylabel("val_bpb after 250 steps (star: best)")
-    axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(OUT / "mup_lr_transfer.png", dpi=110)
 
