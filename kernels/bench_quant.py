@@ -24,8 +24,8 @@ def measure_graph(c: Ctx, op: str, case: str, impl: str, fns: list[Callable[[], 
 
 
 # Decode tiles timed in the same run, graph-replayed, for int4 (K = N = 4096, group 128): the word
-# kernel's (BN, K splits, warps, groups per step, loop stages, swap, asm, vec) (quant.INT4_WORDS), the
-# vec ones (float32 GEMV) at M = 1 only; then the byte kernel (_int4_mm) with run 5d's tiles (BN, K
+# kernel's (BN, K splits, warps, groups per step, loop stages, swap, asm, vec) (quant.Int4Words' fields),
+# the vec ones (float32 GEMV) at M = 1 only; then the byte kernel (_int4_mm) with run 5d's tiles (BN, K
 # splits, warps, join) for comparison.
 T, F = True, False
 WORDS_CANDIDATES = [
@@ -50,12 +50,12 @@ def truth_check(ours: torch.Tensor, ref: torch.Tensor, truth: torch.Tensor) -> d
             "ok": bool(err <= 2 * ref_err + 2e-2 * scale)}  # fmt: skip
 
 
-def timed_int4(c, case: str, x, q4: list, group: int, ref, truth, rg, **kw) -> float | None:  # noqa: ANN001
-    """int4_matmul(x, *q4[i], group, **kw) checked against the truth (truth_check), then timed by graph
-    replay, with its ratio to ``rg`` (the bf16 time); a failure is an error row. -> ms if it passed."""
+def timed_int4(c, case: str, x, q4: list, group: int, ref, truth, rg, tile=None) -> float | None:  # noqa: ANN001
+    """int4_matmul(x, *q4[i], group, tile=tile) checked against the truth (truth_check), then timed by
+    graph replay, with its ratio to ``rg`` (the bf16 time); a failure is an error row. -> ms if it passed."""
     from pretrainctl_kernels.quant import int4_matmul
 
-    fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]
+    fns = [partial(int4_matmul, x, *t, group, tile=tile) for t in q4]
     try:
         chk = truth_check(fns[0](), ref, truth)
     except Exception as exc:  # noqa: BLE001 - a failing configuration is a result
@@ -67,19 +67,20 @@ def timed_int4(c, case: str, x, q4: list, group: int, ref, truth, rg, **kw) -> f
     return ms if chk["ok"] else None
 
 
-def _sweep(M: int) -> list[tuple[str, dict]]:
-    """(row name suffix, int4_matmul keywords) for every candidate at this M."""
+def _sweep(M: int) -> list[tuple[str, object]]:
+    """(row name suffix, int4_matmul tile) for every candidate at this M."""
+    from pretrainctl_kernels.quant import Int4Bytes, Int4Words
+
     out = []
-    for bn, split, warps, gb, stages, swap, asm, vec in WORDS_CANDIDATES:
+    for t in WORDS_CANDIDATES:
+        bn, split, warps, gb, stages, swap, asm, vec = t
         if vec and M != 1:
             continue
-        kw = dict(words=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, swap=swap, asm=asm,
-                  vec=vec)  # fmt: skip
         flags = "".join(f" {k}" for k, on in (("swap", swap), ("asm", asm), ("vec", vec)) if on)
-        out.append((f" words bn{bn} split{split} w{warps} gb{gb} st{stages}" + flags, kw))
+        out.append((f" words bn{bn} split{split} w{warps} gb{gb} st{stages}" + flags, Int4Words(*t)))
     for bn, split, warps, join in BYTES_TILES[M if M == 1 else 16]:
-        kw = dict(words=False, bn=bn, split_k=split, num_warps=warps, join=join)
-        out.append((f" bytes bn{bn} split{split} w{warps}" + (" join" if join else ""), kw))
+        tile = Int4Bytes(bn=bn, split=split, warps=warps, join=join)
+        out.append((f" bytes bn{bn} split{split} w{warps}" + (" join" if join else ""), tile))
     return out
 
 
@@ -100,12 +101,12 @@ def _floors(c: Ctx, case: str, q4: list, M: int) -> None:
     for bn, kw, st in ((16, 128, 3), (8, 512, 1)):
         fns = [partial(read_rows, w, bn, kw, st) for w in words]
         measure_graph(c, "quant", case + f" floor bn{bn} kw{kw} st{st}", "triton_read", fns, nbytes=nb)
-    if M == 1:  # the word kernel's float32 GEMV tile (INT4_WORDS), without arithmetic or weight loads
-        from pretrainctl_kernels.quant import INT4_WORDS
+    if M == 1:  # the word kernel's float32 GEMV tile (Int4Words.M1), without arithmetic or weight loads
+        from pretrainctl_kernels.quant import Int4Words
 
         xv = torch.randn(1, words[0].shape[1] * 8, device=c.dev, dtype=c.dt)
         for diag, what in ((1, "loads only"), (2, "arithmetic only")):
-            fns = [partial(gemv_diag, xv, *t, 128, diag, INT4_WORDS["m1"]) for t in q4]
+            fns = [partial(gemv_diag, xv, *t, 128, diag, Int4Words.M1) for t in q4]
             measure_graph(c, "quant", case + f" int4 word-kernel GEMV tile, {what}", "triton_int4 diag", fns)
 
 
@@ -134,8 +135,8 @@ def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> No
     ratio("quant", c8 + " graph", o8g, rg, "bf16_matmul graph")
     _floors(c, case, q4, M)
     best = None
-    for name, kw in _sweep(M)[:: 100 if c.smoke else 1]:
-        fns = [partial(int4_matmul, x, *t, group, **kw) for t in q4]
+    for name, tile in _sweep(M)[:: 100 if c.smoke else 1]:
+        fns = [partial(int4_matmul, x, *t, group, tile=tile) for t in q4]
         ms = measure_graph(c, "quant", c4 + name, "triton_int4", fns, flops=f, nbytes=b4)
         if ms and (best is None or ms < best[1]):
             best = (name.strip(), ms)

@@ -15,7 +15,7 @@ from functools import partial
 import torch
 from pretrainctl_kernels.bench import focused_main
 
-# (BN rows per program, K splits, warps, groups per step, loop stages, hacc): quant.INT4_HALF2's layout.
+# (BN rows per program, K splits, warps, groups per step, loop stages, hacc): quant.Int4Half2's fields.
 H2_CANDIDATES = [
     (16, 1, 4, 16, 2, 0), (16, 1, 4, 16, 2, 1), (16, 1, 4, 8, 2, 0), (16, 1, 4, 8, 2, 1),
     (32, 1, 8, 16, 2, 0), (32, 1, 8, 16, 2, 1), (32, 1, 4, 8, 2, 0), (16, 1, 4, 16, 1, 0),
@@ -24,16 +24,10 @@ H2_CANDIDATES = [
 ]  # fmt: skip
 
 
-def h2_kwargs(tile: tuple) -> dict:
-    """int4_matmul keywords selecting one H2_CANDIDATES tile."""
-    bn, split, warps, gb, stages, hacc = tile
-    return dict(half2=True, bn=bn, split_k=split, num_warps=warps, gb=gb, stages=stages, hacc=hacc)
-
-
 def run(smoke: bool) -> None:
     from pretrainctl_kernels.bench import Ctx, emit
     from pretrainctl_kernels.bench_quant import measure_graph, timed_int4, truth_check
-    from pretrainctl_kernels.quant import dequantize_int4, int4_matmul, quantize_int4
+    from pretrainctl_kernels.quant import Int4Half2, Int4Words, dequantize_int4, int4_matmul, quantize_int4
 
     c = Ctx(smoke)
     K, N = (256, 32) if smoke else (4096, 4096)
@@ -48,9 +42,9 @@ def run(smoke: bool) -> None:
         ref = x @ dequantize_int4(*q4[0], group, dt).t()
         bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
         rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
-        fns = [partial(int4_matmul, x, *t, group, half2=False) for t in q4]
+        fns = [partial(int4_matmul, x, *t, group, tile=Int4Words()) for t in q4]
         chk = truth_check(fns[0](), ref, truth)
-        d = measure_graph(c, "quant", c4 + " run-6 word kernel (half2=False)", "triton_int4", fns, **chk)
+        d = measure_graph(c, "quant", c4 + " run-6 word kernel (Int4Words)", "triton_int4", fns, **chk)
         if rg and d:
             emit("quant", c4 + " run-6 word kernel graph", "ratio", speedup_vs="bf16_matmul graph",
                  speedup=round(rg / d, 3))  # fmt: skip
@@ -64,9 +58,8 @@ def run(smoke: bool) -> None:
                  speedup=round(rg / d2, 3))  # fmt: skip
         best = None
         for tile in H2_CANDIDATES[:2] if smoke else H2_CANDIDATES:
-            kw = h2_kwargs(tile)
             name = " half2 bn{} split{} w{} gb{} st{} hacc{}".format(*tile)
-            ms = timed_int4(c, c4 + name, x, q4, group, ref, truth, rg, **kw)
+            ms = timed_int4(c, c4 + name, x, q4, group, ref, truth, rg, tile=Int4Half2(*tile))
             if ms and (best is None or ms < best[1]):
                 best = (name.strip(), ms)
         rg2 = measure_graph(c, "quant", case + " (again, after the sweep)", "bf16_matmul", bf16)

@@ -14,7 +14,7 @@ from functools import partial
 import torch
 from pretrainctl_kernels.bench import focused_main
 
-# (BN rows per program, K splits, warps, rows per step, stages, zin): quant.INT4_XRES's layout.
+# (BN rows per program, K splits, warps, rows per step, stages, zin): quant.Int4Xres's fields.
 T, F = True, False
 XRES_CANDIDATES = [
     (16, 1, 4, 4, 2, T), (16, 1, 4, 4, 2, F), (16, 1, 4, 4, 3, F), (16, 1, 4, 4, 1, F),
@@ -26,7 +26,7 @@ XRES_CANDIDATES = [
 def run(smoke: bool) -> None:
     from pretrainctl_kernels.bench import Ctx, emit
     from pretrainctl_kernels.bench_quant import measure_graph, timed_int4, truth_check
-    from pretrainctl_kernels.quant import dequantize_int4, int4_matmul, quantize_int4
+    from pretrainctl_kernels.quant import Int4Xres, dequantize_int4, int4_matmul, quantize_int4
 
     c = Ctx(smoke)
     K = N = 256 if smoke else 4096
@@ -42,17 +42,17 @@ def run(smoke: bool) -> None:
         rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
         fns = [partial(int4_matmul, x, *t, group) for t in q4]
         chk = truth_check(fns[0](), ref, truth)
-        d = measure_graph(c, "quant", c4 + " default (run 6)", "triton_int4", fns, **chk)
+        d = measure_graph(c, "quant", c4 + " default", "triton_int4", fns, **chk)
         if rg and d:
-            emit("quant", c4 + " default (run 6) graph", "ratio", speedup_vs="bf16_matmul graph",
+            emit("quant", c4 + " default graph", "ratio", speedup_vs="bf16_matmul graph",
                  speedup=round(rg / d, 3))  # fmt: skip
         if M != 1:
             continue
         best = None
-        for bn, split, warps, rows, stages, zin in XRES_CANDIDATES[:2] if smoke else XRES_CANDIDATES:
-            kw = dict(xres=True, bn=bn, split_k=split, num_warps=warps, rows=rows, stages=stages, zin=zin)
+        for tile in XRES_CANDIDATES[:2] if smoke else XRES_CANDIDATES:
+            bn, split, warps, rows, stages, zin = tile
             name = f" xres bn{bn} split{split} w{warps} r{rows} st{stages}" + (" zin" if zin else "")
-            ms = timed_int4(c, c4 + name, x, q4, group, ref, truth, rg, **kw)
+            ms = timed_int4(c, c4 + name, x, q4, group, ref, truth, rg, tile=Int4Xres(*tile))
             if ms and (best is None or ms < best[1]):
                 best = (name.strip(), ms)
         rg2 = measure_graph(c, "quant", case + " (again, after the sweep)", "bf16_matmul", bf16)

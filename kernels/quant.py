@@ -6,34 +6,43 @@
 * int4, asymmetric, group-wise along K with zero points (the GPTQ/AWQ storage format, Frantar et al.
   2022, arXiv:2210.17323; Lin et al. 2023, arXiv:2306.00978): w ~ (q - zero[n, g]) * scale[n, g],
   q in [0, 15], two values per byte (even k in the low nibble, odd k in the high nibble). The kernels
-  dequantize in registers, so only packed bytes cross memory (4x fewer than bf16). M == 1 with fp16 or
-  bf16 x runs quant_half2._int4_h2, a GEMV in packed fp16x2 PTX arithmetic (the default since run 8;
-  ``half2=False`` opts out). 1 < M <= 16 runs quant_deq._int4_deq (the default since run 9), weights
-  dequantized to bf16 in registers and one dot per K step on the matrix units. ``words=True`` (or a word
-  kernel keyword) runs quant_words._int4_words on the bytes read as int32 words (M == 1 as a float32
-  GEMV, otherwise exact integer codes on the matrix units); larger M and ``words=False`` run _int4_mm
-  here. ``xres=True`` runs M == 1 as quant_gemv's GEMV with x loaded once per program (slower in run 7).
+  dequantize in registers, so only packed bytes cross memory (4x fewer than bf16).
 
-Decode sizes may split K across programs so that enough programs stream the weight; the float32
-partials meet in a zeroed workspace through atomics and the last split of each tile writes the output,
-all in one launch (decode is launch- and latency-bound: a second launch costs as much as the GEMM).
+int4 has five kernels; ``int4_matmul(..., tile=...)`` picks one by the tile's type, and each tile's
+fields are that kernel's launch parameters (the defaults being its committed, H200-measured tile):
 
-Weights use nn.Linear's (N, K) = (out, in) layout; ``x @ W.T`` is the product computed.
+* Int4Half2 (quant_half2): M == 1 GEMV in packed fp16x2 PTX arithmetic -- the M == 1 default for
+  fp16/bf16 x since run 8;
+* Int4Deq (quant_deq): M <= 16, weights dequantized to bf16 in registers, one dot per K step on the
+  matrix units -- the 1 < M <= 16 default since run 9;
+* Int4Words (quant_words): M <= 16 on the bytes read as int32 words (M == 1 as a float32 GEMV,
+  otherwise exact integer codes on the matrix units) -- the default where neither of those can run
+  (float32 x at M == 1);
+* Int4Xres (quant_gemv): M == 1 GEMV with x loaded once per program (slower in run 7);
+* Int4Bytes (here, _int4_mm): any M and group -- prefill (M > 16) and groups whose group / 8 is not a
+  power of two.
+
+Weights use nn.Linear's (N, K) = (out, in) layout; ``x @ W.T`` is the product computed. Split-K and
+the launch plumbing: quant_launch.py.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
-from pretrainctl_kernels.quant_deq import _int4_deq, launch_two_pass
-from pretrainctl_kernels.quant_gemv import _int4_xres
-from pretrainctl_kernels.quant_half2 import _int4_h2
-from pretrainctl_kernels.quant_words import _int4_words, _store_out
+from pretrainctl_kernels.quant_deq import Int4Deq
+from pretrainctl_kernels.quant_gemv import Int4Xres
+from pretrainctl_kernels.quant_half2 import Int4Half2
+from pretrainctl_kernels.quant_launch import launch, why_not
+from pretrainctl_kernels.quant_words import Int4Words, _store_out
 from torch import Tensor
 
 __all__ = ["quantize_int8", "dequantize_int8", "int8_matmul", "int8_matmul_ref", "quantize_int4",
-           "pack_int4", "unpack_int4", "dequantize_int4", "int4_matmul", "int4_matmul_ref"]  # fmt: skip
+           "pack_int4", "unpack_int4", "dequantize_int4", "int4_matmul", "int4_matmul_ref", "int4_tile",
+           "Int4Half2", "Int4Deq", "Int4Words", "Int4Xres", "Int4Bytes"]  # fmt: skip
 
 
 # fmt: off
@@ -142,30 +151,6 @@ DECODE = {
     "int4_gemv": (256, 16, 8), "int4_mma": (64, 8, 4), "int8_gemv": (64, 8, 4), "int8_mma": (64, 8, 4),
 }  # fmt: skip
 INT4_JOIN = True  # int4 matrix-unit unpacking: one full-depth dot (faster than two half-depth ones in 5c)
-# int4 decode on int32 words (_int4_words) for M == 1 ("m1") and 1 < M <= 16 ("m16"): (BN, K splits,
-# warps, groups per step, loop stages, swap, asm, vec); vec: M == 1 on the vector units (float32 GEMV)
-# instead of the matrix units; asm: the matrix-unit codes are 128 + q (inline PTX for bf16 x on a GPU).
-# Used whenever group / 8 is a power of two; ``words=False`` takes _int4_mm instead. From the CUDA-graph
-# sweeps of runs 6c-6f on an H200 (bench/results/h200_kernels_run6*.txt; see BENCHMARKS.md, run 6).
-INT4_WORDS = {"m1": (16, 1, 4, 16, 2, False, False, True), "m16": (64, 8, 4, 1, 2, True, True, False)}
-# M == 1 with x resident in registers (quant_gemv._int4_xres): (BN rows per program, K splits, warps,
-# rows per loop step, loop stages, zin); INT4_XRES_DEFAULT: whether M == 1 takes it unless ``xres=False``.
-# Run 7 (H200, bench/results/h200_kernels_run7.txt): its best tile took 10.0 us against 9.4 us for the
-# word kernel's default in the same run, so it is not the default.
-INT4_XRES = (32, 1, 4, 4, 2, True)
-INT4_XRES_DEFAULT = False
-# M == 1 in fp16x2 arithmetic (quant_half2._int4_h2): (BN, K splits, warps, groups per step, loop stages,
-# hacc); INT4_HALF2_DEFAULT: whether M == 1 with fp16/bf16 x takes it unless ``half2=False``. Run 8 (H200,
-# bench/results/h200_kernels_run8*.txt): this tile 7.8 us against 9.3 us for the word kernel's M == 1
-# default and 12.4 us for bf16 cuBLAS in the same run.
-INT4_HALF2 = (16, 1, 4, 8, 2, 1)
-INT4_HALF2_DEFAULT = True
-# M <= 16 on weights dequantized to bf16 in registers, GB groups per dot (quant_deq._int4_deq): (BN, K
-# splits, warps, groups per step, loop stages, swap, order, pipe, two_pass); INT4_DEQ_DEFAULT: whether
-# 1 < M <= 16 takes it unless a keyword picks another kernel. Run 9 (H200, bench/results/h200_kernels_run9*):
-# this tile 10.8-10.9 us against 11.4-11.5 us for the word kernel and 12.6 us for bf16 cuBLAS (M = 16).
-INT4_DEQ = (64, 8, 4, 1, 2, True, 1, 1, False)
-INT4_DEQ_DEFAULT = True
 
 
 def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, split_k: int | None,
@@ -177,42 +162,6 @@ def _tiles(kind: str, M: int, K: int, bk: int, bm: int | None, bn: int | None, s
         split = max(1, min(split_k or split, triton.cdiv(K, bk)))
         return (1 if gemv else bm or 16), bn or bn_, split, warps or w, gemv
     return bm or 64, bn or 64, max(1, min(split_k or 1, triton.cdiv(K, bk))), warps or 4, False
-
-
-# Split-K workspace per device: float32 partial sums and per-tile arrival counters, allocated zeroed once
-# and left zeroed by every launch (see _store_out). Grown when a larger M * N arrives (so the first call
-# of a shape must come before any CUDA-graph capture). One stream at a time per device.
-_WS: dict[torch.device, tuple[Tensor, Tensor]] = {}
-_RETIRED: list[tuple[Tensor, Tensor]] = []  # outgrown buffers stay alive: a captured graph may point at them
-
-
-def _workspace(device: torch.device, elems: int, tiles: int) -> tuple[Tensor, Tensor]:
-    ws = _WS.get(device)
-    if ws is None or ws[0].numel() < elems or ws[1].numel() < tiles:
-        old = (0, 0) if ws is None else (ws[0].numel(), ws[1].numel())
-        if ws is not None:
-            _RETIRED.append(ws)
-        ws = (torch.zeros(max(elems, old[0]), device=device, dtype=torch.float32),
-              torch.zeros(max(tiles, old[1]), device=device, dtype=torch.int32))  # fmt: skip
-        _WS[device] = ws
-    return ws
-
-
-def _launch(kernel, x: Tensor, pre: tuple, post: tuple, N: int, bk: int | None, tiles: tuple,  # noqa: ANN001
-            **consts: object) -> Tensor:  # fmt: skip
-    """kernel(x, *pre, out, workspace, counters, *post, *out.stride()): one launch, split-K included."""
-    bm, bn, split, warps, gemv = tiles
-    M = x.shape[0]
-    out = torch.empty(M, N, device=x.device, dtype=x.dtype)
-    if M == 0 or N == 0:
-        return out  # nothing to launch (an empty grid)
-    grid = (triton.cdiv(N, bn), split, triton.cdiv(M, bm))
-    ws, cnt = _workspace(x.device, M * N, grid[0] * grid[2]) if split > 1 else (out, out)
-    if bk:
-        consts["BK"] = bk
-    kernel[grid](x, *pre, out, ws, cnt, *post, *out.stride(), BM=bm, BN=bn, GEMV=gemv, SPLIT=split > 1,
-                 num_warps=warps, **consts)  # fmt: skip
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- int8
@@ -240,7 +189,7 @@ def int8_matmul(x: Tensor, q: Tensor, scale: Tensor, *, bm: int | None = None, b
     if q.shape[1] != K or scale.shape != (N,):
         raise ValueError(f"int8_matmul: x {tuple(x.shape)}, q {tuple(q.shape)}, scale {tuple(scale.shape)}")
     tiles = _tiles("int8", M, K, bk, bm, bn, split_k, num_warps)
-    return _launch(_int8_mm, x, (q, scale), (M, N, K, *x.stride(), *q.stride()), N, bk, tiles)
+    return launch(_int8_mm, x, (q, scale), (M, N, K, *x.stride(), *q.stride()), N, bk, tiles)
 
 
 def int8_matmul_ref(x: Tensor, q: Tensor, scale: Tensor) -> Tensor:
@@ -286,131 +235,63 @@ def dequantize_int4(packed: Tensor, scales: Tensor, zeros: Tensor, group: int,
     return w.reshape(N, K).to(dtype or scales.dtype)
 
 
-def _as_words(packed: Tensor) -> Tensor:
-    """(N, K/2) uint8 -> (N, K/8) int32 view (copied first if it cannot be viewed in place): word j
-    holds k = 8j..8j+7, nibble i = k 8j + i."""
-    if packed.stride(1) != 1 or packed.stride(0) % 4 or packed.storage_offset() % 4:
-        packed = packed.contiguous()
-    return packed.view(torch.int32)
+@dataclass(frozen=True)
+class Int4Bytes:
+    """int4_matmul's tile for _int4_mm (any M and group): ``bk`` a K tile dividing the group (default
+    min(group, 128)), ``join`` its matrix-unit unpacking (default INT4_JOIN); ``bm``, ``bn``, ``split``,
+    ``warps`` default to DECODE's entry at M <= 16 and to square 64 tiles above (_tiles)."""
+
+    bm: int | None = None
+    bn: int | None = None
+    bk: int | None = None
+    split: int | None = None
+    warps: int | None = None
+    join: bool | None = None
+
+    def why_not(self, M: int, group: int, dtype: torch.dtype) -> list[str]:
+        bk = self.bk or min(group, 128)
+        return why_not(((group % bk or bk < 32, f"bk dividing group={group} and >= 32 (got bk={bk})"),))
+
+    def launch(self, x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int) -> Tensor:
+        (M, K), N = x.shape, packed.shape[0]
+        bk = self.bk or min(group, 128)
+        tiles = _tiles("int4", M, K, bk, self.bm, self.bn, self.split, self.warps)
+        pre, post = (packed, scales, zeros), (M, N, K, group, *x.stride(), *packed.stride(), *scales.stride())
+        join = INT4_JOIN if self.join is None else self.join
+        return launch(_int4_mm, x, pre, post, N, bk, tiles, JOIN=join)
 
 
-def _launch_words(kernel, x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, tiles: tuple,  # noqa: ANN001
-                  **consts: object) -> Tensor:  # fmt: skip
-    """_launch for the decode kernels that read the packed weight as int32 words (_as_words)."""
-    M, K = x.shape
-    words = _as_words(packed)
-    post = (M, packed.shape[0], K, *x.stride(), words.stride(0), *scales.stride())
-    return _launch(kernel, x, (words, scales, zeros), post, packed.shape[0], None, tiles, **consts)
+Int4Tile = Int4Half2 | Int4Deq | Int4Words | Int4Xres | Int4Bytes
+# The decode tiles int4_matmul runs when it is given none: the first that can run at this M, group and
+# x dtype (Int4Words takes float32 x at M == 1); anything else runs Int4Bytes.
+INT4_M1: tuple[Int4Tile, ...] = (Int4Half2(), Int4Words())
+INT4_M16: tuple[Int4Tile, ...] = (Int4Deq(), Int4Words())
+
+
+def int4_tile(M: int, group: int, dtype: torch.dtype) -> Int4Tile:
+    """The tile int4_matmul runs for x (M, K) of this dtype when it is given none."""
+    for tile in INT4_M1 if M == 1 else INT4_M16 if M <= 16 else ():
+        if not tile.why_not(M, group, dtype):
+            return tile
+    return Int4Bytes()
 
 
 def int4_matmul(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int, *,
-                bm: int | None = None, bn: int | None = None, bk: int | None = None,
-                split_k: int | None = None, num_warps: int | None = None, join: bool | None = None,
-                words: bool | None = None, gb: int | None = None, stages: int | None = None,
-                swap: bool | None = None, asm: bool | None = None, vec: bool | None = None,
-                xres: bool | None = None, rows: int | None = None, zin: bool | None = None,
-                half2: bool | None = None, hacc: int | None = None, deq: bool | None = None,
-                order: int | None = None, pipe: int | None = None,
-                two_pass: bool | None = None) -> Tensor:  # fmt: skip
+                tile: Int4Tile | None = None) -> Tensor:  # fmt: skip
     """x (M, K) @ dequant(packed (N, K/2), scales/zeros (N, K/group)).T -> (M, N) in x's dtype.
-    M == 1 with fp16/bf16 x runs quant_half2's GEMV (``half2`` below) unless a keyword asks otherwise;
-    decode sizes (M <= 16) run _int4_words unless ``words=False`` or group / 8 is not a power of two:
-    ``vec``: M == 1 as a float32 GEMV on the vector units, ``gb`` whole groups per step; ``stages`` > 1:
-    the next step's loads are issued before this step's arithmetic; ``swap``: the matrix-unit product
-    as W x^T; ``asm``: codes 128 + q with the zero point factored out, unpacked by inline PTX where x is
-    bf16 on a GPU; defaults INT4_WORDS. ``xres`` (M == 1): quant_gemv's GEMV with x loaded once per
-    program, ``bn`` rows per program in steps of ``rows``, ``stages`` 1 (no prefetch), 2 (two register
-    buffers) or 3 (one loop-carried buffer), ``zin``: the zero point subtracted per element; defaults
-    INT4_XRES. ``half2`` (M == 1, fp16/bf16 x): quant_half2's fp16x2 GEMV (``bn``, ``split_k``,
-    ``num_warps``, ``gb``, ``stages`` as the float32 GEMV's; ``hacc`` 1: a whole group summed in fp16x2,
-    0: one word), default INT4_HALF2; INT4_HALF2_DEFAULT makes it the M == 1 default when none of
-    ``words``, ``xres``, ``vec``, ``swap``, ``asm`` is given. ``deq`` (M <= 16): quant_deq's kernel, weights
-    dequantized to x's dtype, ``gb`` groups per dot (``bn``, ``split_k``, ``num_warps``, ``stages``,
-    ``swap`` as above; ``order`` 0/1: the tile's k order within a word; ``pipe`` > 1: Triton's loop
-    pipelining with that many stages; ``two_pass``: K splits summed by a second launch), default
-    INT4_DEQ, the default for 1 < M <= 16 if INT4_DEQ_DEFAULT and none of the keywords above is given.
-    Otherwise _int4_mm (``bk``: K tile dividing the group; ``join`` picks its matrix-unit unpacking,
-    default INT4_JOIN)."""
+    ``tile`` picks the kernel by its type and sets its launch parameters (see the module docstring);
+    None: int4_tile's choice for this M, group and dtype."""
     M, K = x.shape
     N = packed.shape[0]
     if packed.shape[1] * 2 != K or scales.shape != (N, K // group) or zeros.shape != scales.shape:
         raise ValueError(f"int4_matmul: x {tuple(x.shape)}, packed {tuple(packed.shape)}, scales "
                          f"{tuple(scales.shape)}, zeros {tuple(zeros.shape)}, group {group}")  # fmt: skip
+    if tile is None:
+        tile = int4_tile(M, group, x.dtype)
+    elif why := tile.why_not(M, group, x.dtype):
+        raise ValueError(f"int4_matmul: {tile} needs " + "; ".join(why))
     scales, zeros = scales.contiguous(), zeros.contiguous()  # the kernel indexes both with one stride pair
-    fits = group % 8 == 0 and (group // 8) & (group // 8 - 1) == 0
-    if words and not fits:
-        raise ValueError(f"int4_matmul: words=True needs group / 8 to be a power of two, got group={group}")
-    if xres and (M != 1 or not fits):
-        raise ValueError(f"int4_matmul: xres=True needs M == 1 and group / 8 a power of two, got M={M}, "
-                         f"group={group}")  # fmt: skip
-    h2_why = [why for bad, why in (
-        (M != 1, f"M == 1 (got {M})"), (not fits, f"group / 8 a power of two (got {group})"),
-        (x.dtype not in (torch.float16, torch.bfloat16), f"fp16/bf16 x (got {x.dtype})"),
-        (bool(xres) or words is False, "neither xres=True nor words=False")) if bad]  # fmt: skip
-    h2_ok = not h2_why
-    if half2 and not h2_ok:
-        raise ValueError("int4_matmul: half2=True needs " + "; ".join(h2_why))
-    # The default applies only when no keyword asks for another kernel (the benches time those explicitly).
-    picked = [a for a in (words, xres, vec, swap, asm, half2, deq) if a is not None]
-    if deq and (M > 16 or not fits or xres or half2 or words is False):
-        raise ValueError(f"int4_matmul: deq=True needs M <= 16, group / 8 a power of two, no xres/half2 and "
-                         f"not words=False (got M={M}, group={group})")  # fmt: skip
-    if deq or (deq is None and INT4_DEQ_DEFAULT and 1 < M <= 16 and fits and not picked):
-        bn_, split, w, gb_, st, sw, ord_, pipe_, two_ = INT4_DEQ
-        gb, order, pipe = gb or gb_, ord_ if order is None else order, pipe_ if pipe is None else pipe
-        if gb & (gb - 1) or order not in (0, 1) or (stages or st) not in (1, 2, 3) or pipe < 1:
-            raise ValueError(f"int4_matmul: gb={gb} must be a power of two, order={order} 0 or 1, "
-                             f"stages={stages} 1, 2 or 3 and pipe={pipe} >= 1")  # fmt: skip
-        split = max(1, min(split_k or split, triton.cdiv(K // group, gb)))
-        # PTX bf16x2 only where it rounds (q - z) s exactly as the bf16 reference does (bf16 x and scales)
-        ptx = x.is_cuda and x.dtype == scales.dtype == torch.bfloat16
-        tiles, sw = (16, bn or bn_, split, num_warps or w, False), sw if swap is None else swap
-        consts = dict(GROUP=group, GB=gb, STAGES=stages or st, SWAP=sw, ORD=order, ASM=ptx, PIPE=pipe)
-        if (two_ if two_pass is None else two_pass) and split > 1:
-            words_ = _as_words(packed)
-            post = (M, N, K, *x.stride(), words_.stride(0), *scales.stride())
-            return launch_two_pass(x, (words_, scales, zeros), post, N, tiles, **consts)
-        return _launch_words(_int4_deq, x, packed, scales, zeros, tiles, **consts)
-    h2_default = INT4_HALF2_DEFAULT and all(a is None for a in (words, xres, vec, swap, asm))
-    if h2_ok and (half2 or (half2 is None and h2_default)):
-        bn_, split, w, gb_, st, hacc_ = INT4_HALF2
-        gb, G = gb or gb_, K // group
-        if gb & (gb - 1) or (hacc if hacc is not None else hacc_) not in (0, 1):
-            raise ValueError(f"int4_matmul: gb={gb} must be a power of two and hacc={hacc} 0 or 1")
-        split = max(1, min(split_k or split, triton.cdiv(G, gb)))
-        tiles = (1, bn or bn_, split, num_warps or w, True)
-        return _launch_words(_int4_h2, x, packed, scales, zeros, tiles, GROUP=group, GB=gb,
-                       STAGES=stages or st, HACC=hacc_ if hacc is None else hacc, ASM=x.is_cuda)  # fmt: skip
-    if M == 1 and fits and words is not False and (xres or (xres is None and INT4_XRES_DEFAULT)):
-        bn_, split, w, r_, st, zin_ = INT4_XRES
-        bn, rows, G = bn or bn_, rows or r_, K // group
-        if bn & (bn - 1) or rows & (rows - 1) or bn % rows or (stages or st) not in (1, 2, 3):
-            raise ValueError(f"int4_matmul: bn={bn} and rows={rows} must be powers of two, rows <= bn, and "
-                             f"stages={stages} 1, 2 or 3")  # fmt: skip
-        split = max(1, min(split_k or split, G))
-        gpb = triton.next_power_of_2(triton.cdiv(G, split))
-        tiles = (1, bn, split, num_warps or w, True)
-        st, zin = stages or st, zin_ if zin is None else zin
-        return _launch_words(_int4_xres, x, packed, scales, zeros, tiles, GROUP=group, R=rows,
-                       GPB=gpb, STAGES=min(st, 2), PING=st == 2, ZIN=zin)  # fmt: skip
-    if M <= 16 and (words or (words is None and fits)):
-        bn_, split, w, gb_, st, sw, asm_, vec_ = INT4_WORDS["m1" if M == 1 else "m16"]
-        vec = M == 1 and (vec_ if vec is None else vec)
-        gb, G = (gb or gb_) if vec else 1, K // group  # the matrix-unit path steps one group at a time
-        if gb & (gb - 1):
-            raise ValueError(f"int4_matmul: gb={gb} must be a power of two")
-        split = max(1, min(split_k or split, triton.cdiv(G, gb)))
-        tiles = (1 if vec else bm or 16), bn or bn_, split, num_warps or w, vec
-        ptx = x.dtype == torch.bfloat16 and x.is_cuda
-        codes = (2 if ptx else 1) if asm else 2 if asm is None and asm_ and ptx else 0  # default: PTX/exact
-        return _launch_words(_int4_words, x, packed, scales, zeros, tiles, GROUP=group, GB=gb,
-                       STAGES=stages or st, SWAP=sw if swap is None else swap, CODES=codes)  # fmt: skip
-    bk = bk or min(group, 128)
-    if group % bk or bk < 32:
-        raise ValueError(f"int4_matmul: bk={bk} must divide group={group} and be >= 32")
-    tiles = _tiles("int4", M, K, bk, bm, bn, split_k, num_warps)
-    pre, post = (packed, scales, zeros), (M, N, K, group, *x.stride(), *packed.stride(), *scales.stride())
-    return _launch(_int4_mm, x, pre, post, N, bk, tiles, JOIN=INT4_JOIN if join is None else join)
+    return tile.launch(x, packed, scales, zeros, group)
 
 
 def int4_matmul_ref(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int) -> Tensor:

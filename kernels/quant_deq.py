@@ -24,9 +24,12 @@ which the CPU interpreter tests; the PTX is tested on the GPU.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
+from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, why_not, word_args, words_fit
 from pretrainctl_kernels.quant_words import _store_out
 from torch import Tensor
 
@@ -180,14 +183,60 @@ def _sum_splits(W, O, MN, N, s_om, s_on, SPLITS: tl.constexpr, BLOCK: tl.constex
 # fmt: on
 
 
-def launch_two_pass(x: Tensor, pre: tuple, post: tuple, N: int, tiles: tuple, **consts: object) -> Tensor:
+@dataclass(frozen=True)
+class Int4Deq:
+    """quant.int4_matmul's tile for _int4_deq (M <= 16): ``bn`` rows per program, ``split`` K splits,
+    ``warps``, ``gb`` groups per dot, ``stages`` 2 / 3: the loads of the next step / the one after issued
+    before this step's arithmetic, ``swap``: the product as W x^T, ``order`` 0/1: the tile's k order
+    within a word, ``pipe`` > 1 (with stages 1): Triton's loop pipelining with that many stages,
+    ``two_pass``: K splits summed by a second launch. The defaults are the 1 < M <= 16 default since
+    run 9 (H200, bench/results/h200_kernels_run9*): 10.8-10.9 us against 11.4-11.5 us for the word kernel
+    and 12.6 us for bf16 cuBLAS at M = 16."""
+
+    bn: int = 64
+    split: int = 8
+    warps: int = 4
+    gb: int = 1
+    stages: int = 2
+    swap: bool = True
+    order: int = 1
+    pipe: int = 1
+    two_pass: bool = False
+
+    def why_not(self, M: int, group: int, dtype: torch.dtype) -> list[str]:
+        return why_not((
+            (M > 16, f"M <= 16 (got {M})"), (not words_fit(group), f"group / 8 a power of two (got {group})"),
+            (not pow2(self.gb), f"gb a power of two (got {self.gb})"),
+            (self.order not in (0, 1), f"order 0 or 1 (got {self.order})"),
+            (self.stages not in (1, 2, 3), f"stages 1, 2 or 3 (got {self.stages})"),
+            (self.pipe < 1, f"pipe >= 1 (got {self.pipe})")))  # fmt: skip
+
+    def consts(self, x: Tensor, scales: Tensor, group: int) -> tuple[tuple, dict]:
+        """(launch tiles, constexprs) of this tile for x (M, K)."""
+        split = clamp_splits(self.split, triton.cdiv(x.shape[1] // group, self.gb))
+        # PTX bf16x2 only where it rounds (q - z) s exactly as the bf16 reference does (bf16 x and scales)
+        ptx = x.is_cuda and x.dtype == scales.dtype == torch.bfloat16
+        consts = dict(GROUP=group, GB=self.gb, STAGES=self.stages, SWAP=self.swap, ORD=self.order, ASM=ptx,
+                      PIPE=self.pipe)  # fmt: skip
+        return (16, self.bn, split, self.warps, False), consts
+
+    def launch(self, x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int) -> Tensor:
+        tiles, consts = self.consts(x, scales, group)
+        if self.two_pass and tiles[2] > 1:
+            return _launch_two_pass(x, packed, scales, zeros, tiles, **consts)
+        return launch_words(_int4_deq, x, packed, scales, zeros, tiles, **consts)
+
+
+def _launch_two_pass(x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, tiles: tuple,
+                     **consts: object) -> Tensor:  # fmt: skip
     """_int4_deq with its K splits' partials stored to a (splits, M, N) float32 buffer, summed by a second
     launch (_sum_splits) instead of the single launch's atomics and arrival counters."""
     bm, bn, split, warps, _ = tiles
-    M = x.shape[0]
+    M, N = x.shape[0], packed.shape[0]
     out = torch.empty(M, N, device=x.device, dtype=x.dtype)
     if M == 0 or N == 0:
         return out
+    pre, post = word_args(x, packed, scales, zeros)
     part = torch.empty(split, M, N, device=x.device, dtype=torch.float32)  # every split writes all of it
     grid = (triton.cdiv(N, bn), split, triton.cdiv(M, bm))
     _int4_deq[grid](x, *pre, out, part, part, *post, *out.stride(), BM=bm, BN=bn, GEMV=False, SPLIT=True,

@@ -11,9 +11,14 @@ nibble an AND, a subtraction and a multiply-add, and the row reductions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 import triton
 import triton.language as tl
+from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, why_not, words_fit
 from pretrainctl_kernels.quant_words import _nibble, _store_out
+from torch import Tensor
 
 
 # fmt: off
@@ -135,3 +140,33 @@ def _int4_xres(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_o
         rn = n0 + tl.arange(0, BN)
         _store_out(O, W, CNT, tl.zeros([1, BN], dtype=tl.float32), rm, rn, M, N, s_om, s_on, SPLIT)
 # fmt: on
+
+
+@dataclass(frozen=True)
+class Int4Xres:
+    """quant.int4_matmul's tile for _int4_xres (M == 1): ``bn`` rows per program in steps of ``rows``,
+    ``split`` K splits, ``warps``, ``stages`` 1 (no prefetch), 2 (two register buffers) or 3 (one
+    loop-carried buffer), ``zin``: the zero point subtracted per element. Not a default: in run 7 (H200,
+    bench/results/h200_kernels_run7.txt) this tile took 10.0 us against 9.4 us for the word kernel's."""
+
+    bn: int = 32
+    split: int = 1
+    warps: int = 4
+    rows: int = 4
+    stages: int = 2
+    zin: bool = True
+
+    def why_not(self, M: int, group: int, dtype: torch.dtype) -> list[str]:
+        return why_not((
+            (M != 1, f"M == 1 (got {M})"), (not words_fit(group), f"group / 8 a power of two (got {group})"),
+            (not (pow2(self.bn) and pow2(self.rows) and self.rows <= self.bn),
+             f"bn and rows powers of two, rows <= bn (got bn={self.bn}, rows={self.rows})"),
+            (self.stages not in (1, 2, 3), f"stages 1, 2 or 3 (got {self.stages})")))  # fmt: skip
+
+    def launch(self, x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int) -> Tensor:
+        G = x.shape[1] // group
+        split = clamp_splits(self.split, G)
+        gpb = triton.next_power_of_2(triton.cdiv(G, split))
+        return launch_words(_int4_xres, x, packed, scales, zeros, (1, self.bn, split, self.warps, True),
+                            GROUP=group, R=self.rows, GPB=gpb, STAGES=min(self.stages, 2),
+                            PING=self.stages == 2, ZIN=self.zin)  # fmt: skip

@@ -27,9 +27,14 @@ zero-point, scaling and masking logic; the PTX arithmetic itself is tested on th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 import triton
 import triton.language as tl
+from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, why_not, words_fit
 from pretrainctl_kernels.quant_words import _store_out
+from torch import Tensor
 
 
 # fmt: off
@@ -234,3 +239,32 @@ def _int4_h2(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_om,
     acc = tl.zeros([BM, BN], dtype=tl.float32) + accv[None, :]
     _store_out(O, W, CNT, acc, rm, rn, M, N, s_om, s_on, SPLIT)
 # fmt: on
+
+
+@dataclass(frozen=True)
+class Int4Half2:
+    """quant.int4_matmul's tile for _int4_h2 (M == 1, fp16/bf16 x): ``bn`` rows per program, ``split`` K
+    splits, ``warps``, ``gb`` groups per step, ``stages`` 2: the next step's loads before this step's
+    arithmetic, ``hacc`` 1: a whole group summed in fp16x2 (0: one word). The defaults are the M == 1
+    default since run 8 (H200, bench/results/h200_kernels_run8*.txt): 7.8 us against 9.3 us for the word
+    kernel and 12.4 us for bf16 cuBLAS in the same run."""
+
+    bn: int = 16
+    split: int = 1
+    warps: int = 4
+    gb: int = 8
+    stages: int = 2
+    hacc: int = 1
+
+    def why_not(self, M: int, group: int, dtype: torch.dtype) -> list[str]:
+        return why_not((
+            (M != 1, f"M == 1 (got {M})"), (not words_fit(group), f"group / 8 a power of two (got {group})"),
+            (dtype not in (torch.float16, torch.bfloat16), f"fp16/bf16 x (got {dtype})"),
+            (not pow2(self.gb), f"gb a power of two (got {self.gb})"),
+            (self.hacc not in (0, 1), f"hacc 0 or 1 (got {self.hacc})")))  # fmt: skip
+
+    def launch(self, x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int) -> Tensor:
+        split = clamp_splits(self.split, triton.cdiv(x.shape[1] // group, self.gb))
+        tiles = (1, self.bn, split, self.warps, True)
+        return launch_words(_int4_h2, x, packed, scales, zeros, tiles, GROUP=group, GB=self.gb,
+                            STAGES=self.stages, HACC=self.hacc, ASM=x.is_cuda)  # fmt: skip

@@ -10,8 +10,14 @@ arXiv:2408.11743): a nibble ORed into the mantissa of a power of two, then the p
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
+from typing import ClassVar
+
+import torch
 import triton
 import triton.language as tl
+from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, why_not, words_fit
+from torch import Tensor
 
 
 # fmt: off
@@ -226,3 +232,52 @@ def _int4_words(X, P, S, Z, O, W, CNT, M, N, K, s_xm, s_xk, s_pn, s_sn, s_sg, s_
             acc = tl.trans(acc_t)
     _store_out(O, W, CNT, acc, rm, rn, M, N, s_om, s_on, SPLIT)
 # fmt: on
+
+
+@dataclass(frozen=True)
+class Int4Words:
+    """quant.int4_matmul's tile for _int4_words (M <= 16): ``bn`` rows per program, ``split`` K splits,
+    ``warps``, ``gb`` groups per step (the float32 GEMV only; the matrix-unit path steps one group at a
+    time), ``stages`` > 1: the next step's loads before this step's arithmetic, ``swap``: the matrix-unit
+    product as W x^T, ``asm``: the codes 128 + q with the zero point factored out (None: by inline PTX
+    where x is bf16 on a GPU, else the exact codes; True: also off the GPU, in plain Triton; False: the
+    exact codes q - z), ``vec``: M == 1 as a float32 GEMV on the vector units, ``bm``: rows of x per
+    program on the matrix units. Fields left None take M's committed tile (M1 / M16, from the CUDA-graph
+    sweeps of runs 6c-6f on an H200, bench/results/h200_kernels_run6*.txt; see BENCHMARKS.md, run 6)."""
+
+    bn: int | None = None
+    split: int | None = None
+    warps: int | None = None
+    gb: int | None = None
+    stages: int | None = None
+    swap: bool | None = None
+    asm: bool | None = None
+    vec: bool | None = None
+    bm: int | None = None
+
+    M1: ClassVar[tuple] = (16, 1, 4, 16, 2, False, False, True, 16)
+    M16: ClassVar[tuple] = (64, 8, 4, 1, 2, True, None, False, 16)
+
+    def at(self, M: int) -> Int4Words:
+        """This tile with its None fields taken from M's committed tile."""
+        base = Int4Words(*(self.M1 if M == 1 else self.M16))
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(base, **{k: v for k, v in given.items() if v is not None})
+
+    def why_not(self, M: int, group: int, dtype: torch.dtype) -> list[str]:
+        t = self.at(M)
+        return why_not((
+            (M > 16, f"M <= 16 (got {M})"), (not words_fit(group), f"group / 8 a power of two (got {group})"),
+            (M == 1 and t.vec and not pow2(t.gb), f"gb a power of two (got {t.gb})")))  # fmt: skip
+
+    def launch(self, x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int) -> Tensor:
+        M = x.shape[0]
+        t = self.at(M)
+        vec = M == 1 and t.vec
+        gb = t.gb if vec else 1
+        split = clamp_splits(t.split, triton.cdiv(x.shape[1] // group, gb))
+        ptx = x.dtype == torch.bfloat16 and x.is_cuda
+        codes = 0 if t.asm is False else 2 if ptx else 1 if t.asm else 0
+        tiles = (1 if vec else t.bm, t.bn, split, t.warps, vec)
+        return launch_words(_int4_words, x, packed, scales, zeros, tiles, GROUP=group, GB=gb, STAGES=t.stages,
+                            SWAP=t.swap, CODES=codes)  # fmt: skip

@@ -133,8 +133,8 @@ def tune_quant(budget: float) -> None:
         x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         print(f"quant M{M}: bf16 matmul {_ms(lambda x=x: x @ w.t()):.4f} ms", flush=True)
         ops = {
-            "int4": (lambda c, x=x: Q.int4_matmul(x, packed, scales, zeros, 128, bn=c[0], split_k=c[1],
-                                                  num_warps=c[2], words=False),  # DECODE: the byte kernel
+            "int4": (lambda c, x=x: Q.int4_matmul(x, packed, scales, zeros, 128,  # DECODE: the byte kernel
+                                                  tile=Q.Int4Bytes(bn=c[0], split=c[1], warps=c[2])),
                      Q.int4_matmul_ref(x, packed, scales, zeros, 128)),
             "int8": (lambda c, x=x: Q.int8_matmul(x, q8, s8, bn=c[0], split_k=c[1], num_warps=c[2]),
                      Q.int8_matmul_ref(x, q8, s8)),

@@ -5,10 +5,11 @@ split-K and masking; float32 products); the PTX arithmetic itself is tested by t
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
-from pretrainctl_kernels import quant, quant_half2
-from pretrainctl_kernels.quant import int4_matmul, int4_matmul_ref, quantize_int4
+from pretrainctl_kernels.quant import Int4Half2, int4_matmul, int4_matmul_ref, quantize_int4
 
 from tests.kernels._tol import assert_close_to_truth, need_gpu, need_interpreter
 
@@ -24,7 +25,7 @@ def _case(K: int, group: int, dtype: torch.dtype, device: str, x_scale: torch.Te
     x = x.to(device, dtype)
     truth = int4_matmul_ref(x.double(), packed, scales.double(), zeros.double(), group)
     ref = int4_matmul_ref(x, packed, scales, zeros, group)
-    ours = int4_matmul(x, packed, scales, zeros, group, half2=True, **kw)
+    ours = int4_matmul(x, packed, scales, zeros, group, tile=Int4Half2(**kw))
     assert ours.dtype == dtype
     assert torch.isfinite(ours).all()
     assert_close_to_truth(ours, ref, truth, f"int4 half2 K={K} group={group} {kw}")
@@ -33,11 +34,11 @@ def _case(K: int, group: int, dtype: torch.dtype, device: str, x_scale: torch.Te
 @pytest.mark.parametrize(
     "K,group,kw",
     [
-        (256, 32, dict()),  # INT4_HALF2's tile: every group in one step, the prefetch masked off
+        (256, 32, dict()),  # Int4Half2's default tile: every group in one step, the prefetch masked off
         (256, 32, dict(hacc=1)),  # a whole group summed in fp16 pairs (tl.reduce with the pair add)
-        (384, 128, dict(gb=2, split_k=2)),  # 3 groups over 2 splits: one masked group, split-K fix-up
-        (512, 64, dict(bn=8, gb=1, split_k=3, stages=1, hacc=1)),  # uneven splits, no prefetch
-        (512, 64, dict(bn=32, gb=2, num_warps=2)),  # several steps with the register prefetch
+        (384, 128, dict(gb=2, split=2)),  # 3 groups over 2 splits: one masked group, split-K fix-up
+        (512, 64, dict(bn=8, gb=1, split=3, stages=1, hacc=1)),  # uneven splits, no prefetch
+        (512, 64, dict(bn=32, gb=2, warps=2)),  # several steps with the register prefetch
         (256, 16, dict(bn=16, gb=4)),  # two words per group
     ],
 )
@@ -55,36 +56,20 @@ def test_int4_half2_group_magnitudes_interpreter() -> None:
     _case(256, 32, torch.float16, "cpu", x_scale=mags[None, :] / 4)
 
 
-def test_int4_half2_dispatch_and_rejects(monkeypatch: pytest.MonkeyPatch) -> None:
-    need_interpreter()
+@pytest.mark.parametrize(
+    "M,dtype,tile,match",
+    [
+        (1, torch.float32, Int4Half2(), "fp16/bf16 x"),
+        (2, torch.float16, Int4Half2(), r"M == 1 \(got 2\)"),
+        (1, torch.float16, Int4Half2(gb=3), "gb a power of two"),
+        (1, torch.float16, Int4Half2(hacc=2), "hacc 0 or 1"),
+    ],
+)
+def test_int4_half2_rejects(M: int, dtype: torch.dtype, tile: Int4Half2, match: str) -> None:
+    # Dispatch to it (the M == 1 default for fp16/bf16 x): test_quant_deq.test_int4_default_tiles.
     packed, scales, zeros = quantize_int4(torch.randn(24, 64), 32)
-    x = torch.randn(1, 64).half()
-    s, z = scales.half(), zeros.half()
-    seen = []
-    real = quant._launch
-    monkeypatch.setattr(quant, "_launch", lambda kern, *a, **k: seen.append(kern) or real(kern, *a, **k))
-    int4_matmul(x, packed, s, z, 32, half2=True)
-    int4_matmul(x, packed, s, z, 32)  # INT4_HALF2_DEFAULT as committed
-    committed = quant_half2._int4_h2 if quant.INT4_HALF2_DEFAULT else quant._int4_words
-    monkeypatch.setattr(quant, "INT4_HALF2_DEFAULT", True)
-    int4_matmul(x, packed, s, z, 32)  # the default: half2
-    int4_matmul(x, packed, s, z, 32, words=True)  # asking for the word kernel gets it
-    int4_matmul(x, packed, s, z, 32, half2=False)
-    int4_matmul(x.float(), packed, scales, zeros, 32)  # float32 x: fp16 arithmetic would lose precision
-    h2, wd = quant_half2._int4_h2, quant._int4_words
-    assert seen == [h2, committed, h2, wd, wd, wd]
-    for bad, match in (
-        (dict(x=x.float()), "fp16/bf16 x"),
-        (dict(x=torch.randn(2, 64).half()), "M == 1"),
-        (dict(xres=True), "neither xres"),
-        (dict(words=False), "neither xres"),
-        (dict(gb=3), "power of two"),
-        (dict(hacc=2), "hacc"),
-    ):
-        args = dict(x=x) | bad
-        xx = args.pop("x")
-        with pytest.raises(ValueError, match=match):
-            int4_matmul(xx, packed, s, z, 32, half2=True, **args)
+    with pytest.raises(ValueError, match=match):
+        int4_matmul(torch.randn(M, 64).to(dtype), packed, scales.half(), zeros.half(), 32, tile=tile)
 
 
 # Every tile the run-8 bench times, at the decode shape, in bf16 against the float64 truth.
@@ -97,22 +82,18 @@ H2_TILES = [
 
 
 def test_h2_tiles_match_the_bench() -> None:
-    from pretrainctl_kernels.bench_quant_h2 import H2_CANDIDATES, h2_kwargs
+    from pretrainctl_kernels.bench_quant_h2 import H2_CANDIDATES
 
     assert H2_TILES == H2_CANDIDATES  # the GPU tests below cover every timed candidate
-    assert tuple(quant.INT4_HALF2) in H2_TILES
-    assert h2_kwargs(H2_TILES[1]) == dict(half2=True, bn=16, split_k=1, num_warps=4, gb=16, stages=2, hacc=1)
+    assert Int4Half2() in [Int4Half2(*t) for t in H2_TILES]
+    assert Int4Half2(*H2_TILES[1]) == Int4Half2(bn=16, split=1, warps=4, gb=16, stages=2, hacc=1)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("tile", H2_TILES, ids=lambda t: "-".join(map(str, t)))
 def test_int4_half2_gpu_bf16(tile: tuple) -> None:
     need_gpu()
-    from pretrainctl_kernels.bench_quant_h2 import h2_kwargs
-
-    kw = h2_kwargs(tile)
-    kw.pop("half2")
-    _case(4096, 128, torch.bfloat16, "cuda", N=4096, **kw)
+    _case(4096, 128, torch.bfloat16, "cuda", N=4096, **asdict(Int4Half2(*tile)))
 
 
 @pytest.mark.gpu
