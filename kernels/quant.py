@@ -22,6 +22,9 @@ fields are that kernel's launch parameters (the defaults being its committed, H2
 * Int4Bytes (here, _int4_mm): any M and group -- prefill (M > 16) and groups whose group / 8 is not a
   power of two.
 
+quant_frag.py (experimental, not yet run on a GPU) has a sixth, in Gluon, on the weight repacked
+offline into mma fragment order (its own storage format, so not an int4_matmul tile).
+
 Weights use nn.Linear's (N, K) = (out, in) layout; ``x @ W.T`` is the product computed. Split-K and
 the launch plumbing: quant_launch.py.
 """

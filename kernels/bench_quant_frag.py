@@ -1,0 +1,89 @@
+"""Focused int4 decode benchmark (run 10): the Gluon kernel on weights repacked into mma fragment order
+(quant_frag) against the current default (quant_deq at M = 16, quant_half2 at M = 1) and bf16 cuBLAS,
+timed the way bench_quant times decode (CUDA-graph replay over 16 distinct weight copies, K = N = 4096,
+group 128), each candidate's output checked against a float64 truth by the tests' tolerance rule in the
+same run (a failing or crashing candidate is an ``error`` row and is not timed as a result).
+
+    python -m pretrainctl_kernels.bench_quant_frag [--smoke] [--out FILE]
+
+``--smoke`` checks the script on CPU; Gluon kernels cannot run there, so its frag rows say so.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+
+import torch
+from pretrainctl_kernels.bench import focused_main
+
+# Int4Frag fields (rt row tiles per program, nw warps, u chunks per super-step, pf L2 prefetch); the first
+# is the default.
+T, F = True, False
+FRAG_CANDIDATES = [
+    (2, 8, 1, T), (2, 8, 1, F), (2, 16, 1, T), (1, 8, 1, T), (1, 16, 1, T), (4, 4, 1, T), (2, 8, 2, T),
+    (4, 8, 1, T),
+]  # fmt: skip
+
+
+def _frag(c, case: str, x, frags: list, ref, truth, rg, tile) -> float | None:  # noqa: ANN001
+    """One candidate: truth check, then graph-timed over the weight copies, with its ratio to bf16."""
+    from pretrainctl_kernels.bench import emit
+    from pretrainctl_kernels.bench_quant import measure_graph, truth_check
+    from pretrainctl_kernels.quant_frag import int4_matmul_frag
+
+    if c.smoke:
+        emit("quant", case, "gluon_int4_frag", skipped="Gluon kernels need a CUDA GPU (no CPU interpreter)")
+        return None
+    fns = [partial(int4_matmul_frag, x, w, tile) for w in frags]
+    try:
+        chk = truth_check(fns[0](), ref, truth)
+    except Exception as exc:  # noqa: BLE001 - a failing configuration is a result
+        emit("quant", case, "gluon_int4_frag", error=f"{type(exc).__name__}: {exc}"[:300])
+        return None
+    ms = measure_graph(c, "quant", case, "gluon_int4_frag", fns, **chk)
+    if ms and rg:
+        emit("quant", case, "ratio", speedup_vs="bf16_matmul graph", speedup=round(rg / ms, 3))
+    return ms if chk["ok"] else None
+
+
+def run(smoke: bool) -> None:
+    from pretrainctl_kernels.bench import Ctx, emit
+    from pretrainctl_kernels.bench_quant import measure_graph, timed_int4
+    from pretrainctl_kernels.quant import dequantize_int4, quantize_int4
+    from pretrainctl_kernels.quant_frag import Int4Frag, repack_int4
+
+    c = Ctx(smoke)
+    K, N = (512, 64) if smoke else (4096, 4096)
+    copies, group = (1 if smoke else 16), 128
+    dt = torch.float16 if smoke else torch.bfloat16  # the interpreter computes bf16 wrongly
+    ws = [torch.randn(N, K, device=c.dev, dtype=dt) for _ in range(copies)]
+    q4 = [tuple(t if i == 0 else t.bfloat16() for i, t in enumerate(quantize_int4(w, group))) for w in ws]
+    frags = [repack_int4(*q, group) for q in q4]  # offline, outside the timing
+    for M in (16, 1):
+        x = torch.randn(M, K, device=c.dev, dtype=dt)
+        case, c4 = f"M{M} K{K} N{N}", f"M{M} K{K} N{N} int4 g{group}"
+        truth = x.double() @ dequantize_int4(*q4[0], group, torch.float64).t()
+        ref = x @ dequantize_int4(*q4[0], group, dt).t()
+        bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
+        rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
+        timed_int4(c, c4 + " default (no tile)", x, q4, group, ref, truth, rg)
+        best = None
+        for t in FRAG_CANDIDATES[:1] if smoke else FRAG_CANDIDATES:
+            tile = Int4Frag(*t)
+            ms = _frag(c, c4 + " frag rt{} nw{} u{} pf{:d}".format(*t), x, frags, ref, truth, rg, tile)
+            if ms and (best is None or ms < best[1]):
+                best = (t, ms)
+        rg2 = measure_graph(c, "quant", case + " (again, after the sweep)", "bf16_matmul", bf16)
+        if best and rg:
+            emit("quant", c4 + " graph, best frag tile", "ratio", speedup_vs="bf16_matmul graph",
+                 tile=list(best[0]), speedup=round(rg / best[1], 3),
+                 speedup_vs_second_bf16=round(rg2 / best[1], 3) if rg2 else None)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return focused_main("pretrainctl_kernels.bench_quant_frag", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
