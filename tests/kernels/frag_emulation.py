@@ -86,3 +86,69 @@ def emulate(x: Tensor, w: FragInt4, rt: int = 2, nw: int = 8) -> Tensor:
                     n = (pid * rt + c) * 16 + g + 8 * (i // 2)
                     out_t[n, 8 * u + 2 * t + i % 2] = acc[c, u, :, i]
     return out_t[:, :M].T.contiguous()
+
+
+def _pairs_of(words: Tensor) -> tuple[Tensor, Tensor]:
+    """int32 words -> their (low, high) bf16 halves."""
+    w = words.long()
+    return _halves(w)
+
+
+def logical_emulate(x: Tensor, w: FragInt4, rt: int = 2, nw: int = 8) -> Tensor:
+    """_int4_frag transliterated op by op on logical tensors (gl.join = torch.stack(..., -1); gl.reshape /
+    gl.permute as in torch), with inline_asm_elementwise's pack=2 read as Triton defines it: one asm
+    instance takes two consecutive elements of each input in the thread's register order (here the last
+    axis) and each 32-bit output register holds two consecutive output elements, the first in the low
+    half. This checks the kernel's own index arithmetic and operand assembly, which the per-lane
+    emulation above does not read. x (M <= 16, K) bf16 -> (M, N) float32."""
+    (N, K), M = w.shape, x.shape[0]
+    KC, KW = K // 64, K // nw
+    NCH, CPG = KW // 64, w.group // 64
+    xi = torch.zeros(16, K, dtype=torch.bfloat16)
+    xi[:M] = x
+    xi = xi.view(torch.int16).long() & 0xFFFF
+    xi = xi[:, 0::2] | (xi[:, 1::2] << 16)  # X viewed as int32 bf16 pairs, (16, K / 2)
+    wr, s2f, z2f = w.words.reshape(-1).long(), w.scales2.reshape(-1).long(), w.zeros2.reshape(-1).long()
+    wi = torch.arange(nw)[:, None, None]
+    li = torch.arange(rt * 32)[None, :, None]
+    ri = torch.arange(4)[None, None, :]
+    tile_of = lambda pid: pid * rt + li // 32  # noqa: E731
+    out = torch.zeros(16, N)
+    for pid in range(N // (16 * rt)):
+        tile, lane = tile_of(pid), li % 32
+        wp = (tile * KC + wi * NCH) * 128 + lane * 4 + ri
+        sofs = ((tile * (K // w.group) + wi * (KW // w.group)) * 8 + lane // 4) * 2 + ri % 2
+        xm, xt, xq = (
+            torch.arange(16)[:, None, None],
+            torch.arange(4)[None, :, None],
+            torch.arange(8)[None, None, :],
+        )
+        xp = xm * (K // 2) + wi[..., None] * (KW // 2) + xt * 8 + xq  # (nw, 16, 4, 8) int32 offsets
+        acc = torch.zeros(nw, rt * 16, 16)
+        for c in range(NCH):
+            words = wr[wp + c * 128]
+            s2, z2 = s2f[sofs + (c // CPG) * 16], z2f[sofs + (c // CPG) * 16]
+            xv = xi.reshape(-1)[xp + c * 32]
+            # _deq, pack=2: instance b takes words r = 2 b (a = 0) and 2 b + 1 (a = 1); output j / 4 + j is
+            # pair j of the first / second word, its halves the elements 2 b, 2 b + 1.
+            o = []
+            for a in range(2):
+                word = words[..., a::2]  # (nw, 32 rt, 2 [b])
+                pj = deq_word(word, s2[..., a::2], z2[..., a::2])
+                o += [torch.stack(p, -1).reshape(nw, rt * 32, 4) for p in pj]  # element 2 b + e
+            j = lambda u, v: torch.stack((u, v), -1)  # noqa: E731 - gl.join
+            t = j(j(j(o[0], o[1]), j(o[2], o[3])), j(j(o[4], o[5]), j(o[6], o[7])))
+            t = (
+                t.reshape(nw, rt, 8, 4, 2, 2, 2, 2, 2)
+                .permute(0, 1, 8, 2, 4, 3, 7, 6, 5)
+                .reshape(nw, rt * 16, 64)
+            )
+            # _b_operand, pack=2: instance p takes x pairs q = 2 p, 2 p + 1; x0 = the first's halves, x1 the
+            # second's, each as elements 2 p, 2 p + 1.
+            lo, hi = _pairs_of(xv)  # (nw, 16, 4, 8)
+            x0 = torch.stack((lo[..., 0::2], hi[..., 0::2]), -1).reshape(nw, 16, 4, 8)
+            x1 = torch.stack((lo[..., 1::2], hi[..., 1::2]), -1).reshape(nw, 16, 4, 8)
+            b = j(x0, x1).reshape(nw, 16, 4, 4, 2, 2).permute(0, 5, 2, 3, 4, 1).reshape(nw, 64, 16)
+            acc = acc + t @ b  # mma_v2 on the logical operands, float32
+        out[:, pid * rt * 16 : (pid + 1) * rt * 16] = acc.sum(0).T  # gl.sum over the warps, stored transposed
+    return out[:M]

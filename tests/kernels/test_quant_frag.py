@@ -22,7 +22,7 @@ from pretrainctl_kernels.quant_frag import (
 )
 
 from tests.kernels._tol import assert_close_to_truth, need_gpu
-from tests.kernels.frag_emulation import deq_word, emulate
+from tests.kernels.frag_emulation import deq_word, emulate, logical_emulate
 
 
 def _weight(N: int, K: int, group: int, seed: int = 0) -> tuple:
@@ -84,6 +84,20 @@ def test_emulated_kernel_matches_the_reference(M: int, N: int, K: int, group: in
     ours = emulate(x, w, rt=rt, nw=nw)
     ref = x.float() @ dequantize_int4(packed, scales, zeros, group, torch.bfloat16).float().t()
     # The same bf16 products, summed in another float32 order: within float32 rounding of |x| |W|.
+    bound = 1e-5 * (x.float().abs() @ dequantize_int4(packed, scales, zeros, group).float().abs().t()) + 1e-6
+    assert ours.shape == (M, N) and ((ours - ref).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("M,N,K,group,rt,nw", [(16, 64, 1024, 128, 2, 8), (5, 48, 512, 256, 3, 2)])
+def test_kernel_transliteration_matches_the_reference(
+    M: int, N: int, K: int, group: int, rt: int, nw: int
+) -> None:
+    # The kernel's own index arithmetic, join / reshape / permute chains and pack=2 pairing, on logical
+    # tensors (frag_emulation.logical_emulate).
+    packed, scales, zeros = _weight(N, K, group, seed=M)
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(N)).bfloat16()
+    ours = logical_emulate(x, repack_int4(packed, scales, zeros, group), rt=rt, nw=nw)
+    ref = x.float() @ dequantize_int4(packed, scales, zeros, group, torch.bfloat16).float().t()
     bound = 1e-5 * (x.float().abs() @ dequantize_int4(packed, scales, zeros, group).float().abs().t()) + 1e-6
     assert ours.shape == (M, N) and ((ours - ref).abs() <= bound).all()
 
