@@ -1,17 +1,11 @@
 #!/usr/bin/env bash
 # Device run 10: the Gluon int4 decode kernel on weights repacked into mma fragment order (quant_frag),
-# never run on a GPU before this script: its GPU tests (7 tiles and shapes against a float64 truth), the
-# GPU tests of every int4/int8 path (int4_matmul's dispatch became tile types since run 9; launches
-# unchanged, checked on CPU), then a focused CUDA-graph sweep of the frag tiles against the current
-# defaults and bf16 cuBLAS in one process, each candidate checked against the truth first.
+# never run on a GPU before this script: its GPU tests (7 tiles and shapes against a float64 truth), then
+# a focused CUDA-graph sweep of the frag tiles against the current defaults and bf16 cuBLAS in one
+# process (each candidate checked against the truth first), then the GPU tests of every int4/int8 path
+# (int4_matmul's dispatch became tile types after run 9; same launches, checked on CPU only).
 set -u
-OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-mkdir -p /tmp/pp && ln -sfn "$PWD/kernels" /tmp/pp/pretrainctl_kernels
-export PYTHONPATH=/tmp/pp:$PWD
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
-  | tee "$OUT/device.txt"
+source "$(dirname "$0")/gpu_env.sh"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   timeout "${TEST_S:-90}" python -m pytest -m gpu tests/kernels/test_quant_frag.py -q -p no:cacheprovider \
     -o addopts="" > "$OUT/gpu_tests_frag.txt" 2>&1

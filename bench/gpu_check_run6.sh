@@ -3,13 +3,7 @@
 # bf16x2 dequantization without int->float conversions) -- the quantized GEMMs' GPU tests, then the
 # quant benchmarks (bf16 cuBLAS reference, default tiles, the decode-tile sweep), all in one process.
 set -u
-OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-mkdir -p /tmp/pp && ln -sfn "$PWD/kernels" /tmp/pp/pretrainctl_kernels
-export PYTHONPATH=/tmp/pp:$PWD
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
-  | tee "$OUT/device.txt"
+source "$(dirname "$0")/gpu_env.sh"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   timeout "${TEST_S:-150}" python -m pytest -m gpu tests/kernels -k "quant or int4 or int8" -q \
     -p no:cacheprovider -o addopts="" > "$OUT/gpu_tests.txt" 2>&1

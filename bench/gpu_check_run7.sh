@@ -4,13 +4,7 @@
 # candidate's output checked against a float64 truth in the same run; then the GPU tests of the int4
 # defaults and of the xres path.
 set -u
-OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-mkdir -p /tmp/pp && ln -sfn "$PWD/kernels" /tmp/pp/pretrainctl_kernels
-export PYTHONPATH=/tmp/pp:$PWD
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
-  | tee "$OUT/device.txt"
+source "$(dirname "$0")/gpu_env.sh"
 timeout "${BENCH_S:-150}" python -m pretrainctl_kernels.bench_quant_xres --out "$OUT/bench.json" \
   > "$OUT/bench.txt" 2>&1
 cat "$OUT/bench.txt"

@@ -4,13 +4,7 @@
 # and of quant.py (int4 defaults and variants, int8), then a focused CUDA-graph sweep against the run-6
 # word kernel and bf16 cuBLAS in one process, each candidate's output checked against a float64 truth.
 set -u
-OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-mkdir -p /tmp/pp && ln -sfn "$PWD/kernels" /tmp/pp/pretrainctl_kernels
-export PYTHONPATH=/tmp/pp:$PWD
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
-  | tee "$OUT/device.txt"
+source "$(dirname "$0")/gpu_env.sh"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   timeout "${TEST_S:-150}" python -m pytest -m gpu tests/kernels/test_quant_half2.py tests/kernels/test_quant.py \
     -q -p no:cacheprovider -o addopts="" > "$OUT/gpu_tests.txt" 2>&1

@@ -5,13 +5,7 @@
 # against the word kernel (the run-6 M = 16 default), M = 1's default and bf16 cuBLAS in one process, each
 # candidate checked against a float64 truth.
 set -u
-OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-mkdir -p /tmp/pp && ln -sfn "$PWD/kernels" /tmp/pp/pretrainctl_kernels
-export PYTHONPATH=/tmp/pp:$PWD
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
-  | tee "$OUT/device.txt"
+source "$(dirname "$0")/gpu_env.sh"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   timeout "${TEST_S:-120}" python -m pytest -m gpu tests/kernels/test_quant_deq.py ${EXTRA_TESTS:-} \
     -q -p no:cacheprovider -o addopts="" > "$OUT/gpu_tests.txt" 2>&1

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -50,21 +51,57 @@ def truth_check(ours: torch.Tensor, ref: torch.Tensor, truth: torch.Tensor) -> d
             "ok": bool(err <= 2 * ref_err + 2e-2 * scale)}  # fmt: skip
 
 
-def timed_int4(c, case: str, x, q4: list, group: int, ref, truth, rg, tile=None) -> float | None:  # noqa: ANN001
-    """int4_matmul(x, *q4[i], group, tile=tile) checked against the truth (truth_check), then timed by
-    graph replay, with its ratio to ``rg`` (the bf16 time); a failure is an error row. -> ms if it passed."""
-    from pretrainctl_kernels.quant import int4_matmul
-
-    fns = [partial(int4_matmul, x, *t, group, tile=tile) for t in q4]
+def timed_check(c, case: str, impl: str, fns: list, ref, truth, rg) -> float | None:  # noqa: ANN001
+    """fns[0]() checked against the truth (truth_check), then all of ``fns`` timed by graph replay, with
+    the ratio to ``rg`` (the bf16 time); a failure is an error row. -> ms if it passed the check."""
     try:
         chk = truth_check(fns[0](), ref, truth)
     except Exception as exc:  # noqa: BLE001 - a failing configuration is a result
-        emit("quant", case, "triton_int4", error=f"{type(exc).__name__}: {exc}"[:300])
+        emit("quant", case, impl, error=f"{type(exc).__name__}: {exc}"[:300])
         return None
-    ms = measure_graph(c, "quant", case, "triton_int4", fns, **chk)
+    ms = measure_graph(c, "quant", case, impl, fns, **chk)
     if ms and rg:
         emit("quant", case, "ratio", speedup_vs="bf16_matmul graph", speedup=round(rg / ms, 3))
     return ms if chk["ok"] else None
+
+
+def timed_int4(c, case: str, d: Decode, tile=None) -> float | None:  # noqa: ANN001
+    """timed_check of int4_matmul(d.x, *d.q4[i], d.group, tile=tile) over the weight copies."""
+    from pretrainctl_kernels.quant import int4_matmul
+
+    fns = [partial(int4_matmul, d.x, *t, d.group, tile=tile) for t in d.q4]
+    return timed_check(c, case, "triton_int4", fns, d.ref, d.truth, d.rg)
+
+
+@dataclass
+class Decode:
+    """One decode case of the focused benches: x (M, K), the quantized weight copies q4, the float64
+    truth and the low-precision reference for copy 0, the bf16 calls and their graph time ``rg``."""
+
+    x: torch.Tensor
+    q4: list
+    group: int
+    case: str
+    c4: str
+    truth: torch.Tensor
+    ref: torch.Tensor
+    bf16: list
+    rg: float | None
+
+
+def decode_case(c, M: int, ws: list, q4: list, group: int) -> Decode:  # noqa: ANN001
+    """x for M rows in the weights' dtype, the truth / reference of int4 copy 0, and bf16 cuBLAS over the
+    unquantized copies timed by graph replay (the ratio rows' reference)."""
+    from pretrainctl_kernels.quant import dequantize_int4
+
+    N, K = ws[0].shape
+    x = torch.randn(M, K, device=ws[0].device, dtype=ws[0].dtype)
+    case = f"M{M} K{K} N{N}"
+    truth = x.double() @ dequantize_int4(*q4[0], group, torch.float64).t()
+    ref = x @ dequantize_int4(*q4[0], group, x.dtype).t()
+    bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
+    rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
+    return Decode(x, q4, group, case, f"{case} int4 g{group}", truth, ref, bf16, rg)
 
 
 def _sweep(M: int) -> list[tuple[str, object]]:

@@ -54,8 +54,8 @@ def _diagnostics(c, c4: str, x, q4: list, group: int) -> None:  # noqa: ANN001
 def run(smoke: bool) -> None:
     from pretrainctl_kernels import quant
     from pretrainctl_kernels.bench import Ctx, emit
-    from pretrainctl_kernels.bench_quant import measure_graph, timed_int4
-    from pretrainctl_kernels.quant import Int4Deq, Int4Words, dequantize_int4, quantize_int4
+    from pretrainctl_kernels.bench_quant import decode_case, measure_graph, timed_int4
+    from pretrainctl_kernels.quant import Int4Deq, Int4Words, quantize_int4
 
     c = Ctx(smoke)
     K, N = (256, 128) if smoke else (4096, 4096)
@@ -64,21 +64,16 @@ def run(smoke: bool) -> None:
     ws = [torch.randn(N, K, device=c.dev, dtype=dt) for _ in range(copies)]
     q4 = [quantize_int4(w, group) for w in ws]
     for M in (16, 1):
-        x = torch.randn(M, K, device=c.dev, dtype=dt)
-        case, c4 = f"M{M} K{K} N{N}", f"M{M} K{K} N{N} int4 g{group}"
-        truth = x.double() @ dequantize_int4(*q4[0], group, torch.float64).t()
-        ref = x @ dequantize_int4(*q4[0], group, dt).t()
-        bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
-        rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
-        args = (x, q4, group, ref, truth, rg)
-        timed_int4(c, c4 + " default (no keywords)", *args)
+        d = decode_case(c, M, ws, q4, group)
+        x, case, c4, bf16, rg = d.x, d.case, d.c4, d.bf16, d.rg
+        timed_int4(c, c4 + " default (no tile)", d)
         if M == 1:
             continue
-        timed_int4(c, c4 + " word kernel (run-6 M = 16 default)", *args, tile=Int4Words())
+        timed_int4(c, c4 + " word kernel (run-6 M = 16 default)", d, tile=Int4Words())
         best = None
         for tile in DEQ_CANDIDATES[:2] if smoke else DEQ_CANDIDATES:
             name = " deq bn{} split{} w{} gb{} st{} swap{:d} ord{} pipe{} two{:d}".format(*tile)
-            ms = timed_int4(c, c4 + name, *args, tile=Int4Deq(*tile))
+            ms = timed_int4(c, c4 + name, d, tile=Int4Deq(*tile))
             if ms and (best is None or ms < best[1]):
                 best = (tile, ms)
         _diagnostics(c, c4, x, q4, group)
@@ -91,7 +86,7 @@ def run(smoke: bool) -> None:
         saved = quant.INT4_M16
         quant.INT4_M16 = (Int4Deq(*best[0]), *saved)
         try:
-            timed_int4(c, c4 + " default with the best deq tile (quant.INT4_M16)", *args)
+            timed_int4(c, c4 + " default with the best deq tile (quant.INT4_M16)", d)
         finally:
             quant.INT4_M16 = saved
 

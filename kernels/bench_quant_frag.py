@@ -26,32 +26,11 @@ FRAG_CANDIDATES = [
 ]  # fmt: skip
 
 
-def _frag(c, case: str, x, frags: list, ref, truth, rg, tile) -> float | None:  # noqa: ANN001
-    """One candidate: truth check, then graph-timed over the weight copies, with its ratio to bf16."""
-    from pretrainctl_kernels.bench import emit
-    from pretrainctl_kernels.bench_quant import measure_graph, truth_check
-    from pretrainctl_kernels.quant_frag import int4_matmul_frag
-
-    if c.smoke:
-        emit("quant", case, "gluon_int4_frag", skipped="Gluon kernels need a CUDA GPU (no CPU interpreter)")
-        return None
-    fns = [partial(int4_matmul_frag, x, w, tile) for w in frags]
-    try:
-        chk = truth_check(fns[0](), ref, truth)
-    except Exception as exc:  # noqa: BLE001 - a failing configuration is a result
-        emit("quant", case, "gluon_int4_frag", error=f"{type(exc).__name__}: {exc}"[:300])
-        return None
-    ms = measure_graph(c, "quant", case, "gluon_int4_frag", fns, **chk)
-    if ms and rg:
-        emit("quant", case, "ratio", speedup_vs="bf16_matmul graph", speedup=round(rg / ms, 3))
-    return ms if chk["ok"] else None
-
-
 def run(smoke: bool) -> None:
     from pretrainctl_kernels.bench import Ctx, emit
-    from pretrainctl_kernels.bench_quant import measure_graph, timed_int4
-    from pretrainctl_kernels.quant import dequantize_int4, quantize_int4
-    from pretrainctl_kernels.quant_frag import Int4Frag, repack_int4
+    from pretrainctl_kernels.bench_quant import decode_case, measure_graph, timed_check, timed_int4
+    from pretrainctl_kernels.quant import quantize_int4
+    from pretrainctl_kernels.quant_frag import Int4Frag, int4_matmul_frag, repack_int4
 
     c = Ctx(smoke)
     K, N = (512, 64) if smoke else (4096, 4096)
@@ -61,23 +40,27 @@ def run(smoke: bool) -> None:
     q4 = [tuple(t if i == 0 else t.bfloat16() for i, t in enumerate(quantize_int4(w, group))) for w in ws]
     frags = [repack_int4(*q, group) for q in q4]  # offline, outside the timing
     for M in (16, 1):
-        x = torch.randn(M, K, device=c.dev, dtype=dt)
-        case, c4 = f"M{M} K{K} N{N}", f"M{M} K{K} N{N} int4 g{group}"
-        truth = x.double() @ dequantize_int4(*q4[0], group, torch.float64).t()
-        ref = x @ dequantize_int4(*q4[0], group, dt).t()
-        bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
-        rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
-        timed_int4(c, c4 + " default (no tile)", x, q4, group, ref, truth, rg)
+        d = decode_case(c, M, ws, q4, group)
+        timed_int4(c, d.c4 + " default (no tile)", d)
         best = None
         for t in FRAG_CANDIDATES[:1] if smoke else FRAG_CANDIDATES:
-            tile = Int4Frag(*t)
-            ms = _frag(c, c4 + " frag rt{} nw{} u{} pf{:d}".format(*t), x, frags, ref, truth, rg, tile)
+            case = d.c4 + " frag rt{} nw{} u{} pf{:d}".format(*t)
+            if smoke:
+                emit(
+                    "quant",
+                    case,
+                    "gluon_int4_frag",
+                    skipped="Gluon kernels need a CUDA GPU (no CPU interpreter)",
+                )
+                continue
+            fns = [partial(int4_matmul_frag, d.x, w, Int4Frag(*t)) for w in frags]
+            ms = timed_check(c, case, "gluon_int4_frag", fns, d.ref, d.truth, d.rg)
             if ms and (best is None or ms < best[1]):
                 best = (t, ms)
-        rg2 = measure_graph(c, "quant", case + " (again, after the sweep)", "bf16_matmul", bf16)
-        if best and rg:
-            emit("quant", c4 + " graph, best frag tile", "ratio", speedup_vs="bf16_matmul graph",
-                 tile=list(best[0]), speedup=round(rg / best[1], 3),
+        rg2 = measure_graph(c, "quant", d.case + " (again, after the sweep)", "bf16_matmul", d.bf16)
+        if best and d.rg:
+            emit("quant", d.c4 + " graph, best frag tile", "ratio", speedup_vs="bf16_matmul graph",
+                 tile=list(best[0]), speedup=round(d.rg / best[1], 3),
                  speedup_vs_second_bf16=round(rg2 / best[1], 3) if rg2 else None)  # fmt: skip
 
 

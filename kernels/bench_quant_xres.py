@@ -9,7 +9,6 @@ candidate's output checked against a float64 truth by the tests' tolerance rule 
 from __future__ import annotations
 
 import sys
-from functools import partial
 
 import torch
 from pretrainctl_kernels.bench import focused_main
@@ -25,8 +24,8 @@ XRES_CANDIDATES = [
 
 def run(smoke: bool) -> None:
     from pretrainctl_kernels.bench import Ctx, emit
-    from pretrainctl_kernels.bench_quant import measure_graph, timed_int4, truth_check
-    from pretrainctl_kernels.quant import Int4Xres, dequantize_int4, int4_matmul, quantize_int4
+    from pretrainctl_kernels.bench_quant import decode_case, measure_graph, timed_int4
+    from pretrainctl_kernels.quant import Int4Xres, quantize_int4
 
     c = Ctx(smoke)
     K = N = 256 if smoke else 4096
@@ -34,32 +33,22 @@ def run(smoke: bool) -> None:
     ws = [torch.randn(N, K, device=c.dev, dtype=c.dt) for _ in range(copies)]
     q4 = [quantize_int4(w, group) for w in ws]
     for M in (1, 16):
-        x = torch.randn(M, K, device=c.dev, dtype=c.dt)
-        case, c4 = f"M{M} K{K} N{N}", f"M{M} K{K} N{N} int4 g{group}"
-        truth = x.double() @ dequantize_int4(*q4[0], group, torch.float64).t()
-        ref = x @ dequantize_int4(*q4[0], group, c.dt).t()
-        bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
-        rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
-        fns = [partial(int4_matmul, x, *t, group) for t in q4]
-        chk = truth_check(fns[0](), ref, truth)
-        d = measure_graph(c, "quant", c4 + " default", "triton_int4", fns, **chk)
-        if rg and d:
-            emit("quant", c4 + " default graph", "ratio", speedup_vs="bf16_matmul graph",
-                 speedup=round(rg / d, 3))  # fmt: skip
+        d = decode_case(c, M, ws, q4, group)
+        timed_int4(c, d.c4 + " default", d)
         if M != 1:
             continue
         best = None
         for tile in XRES_CANDIDATES[:2] if smoke else XRES_CANDIDATES:
             bn, split, warps, rows, stages, zin = tile
             name = f" xres bn{bn} split{split} w{warps} r{rows} st{stages}" + (" zin" if zin else "")
-            ms = timed_int4(c, c4 + name, x, q4, group, ref, truth, rg, tile=Int4Xres(*tile))
+            ms = timed_int4(c, d.c4 + name, d, tile=Int4Xres(*tile))
             if ms and (best is None or ms < best[1]):
                 best = (name.strip(), ms)
-        rg2 = measure_graph(c, "quant", case + " (again, after the sweep)", "bf16_matmul", bf16)
-        if best and rg:
+        rg2 = measure_graph(c, "quant", d.case + " (again, after the sweep)", "bf16_matmul", d.bf16)
+        if best and d.rg:
             again = round(rg2 / best[1], 3) if rg2 else None
-            emit("quant", c4 + " graph, best xres tile", "ratio", speedup_vs="bf16_matmul graph",
-                 tile=best[0], speedup=round(rg / best[1], 3), speedup_vs_second_bf16=again)  # fmt: skip
+            emit("quant", d.c4 + " graph, best xres tile", "ratio", speedup_vs="bf16_matmul graph",
+                 tile=best[0], speedup=round(d.rg / best[1], 3), speedup_vs_second_bf16=again)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,7 @@ import triton.language as tl
 from pretrainctl_kernels.quant_deq import Int4Deq
 from pretrainctl_kernels.quant_gemv import Int4Xres
 from pretrainctl_kernels.quant_half2 import Int4Half2
-from pretrainctl_kernels.quant_launch import launch, why_not
+from pretrainctl_kernels.quant_launch import launch, reasons
 from pretrainctl_kernels.quant_words import Int4Words, _store_out
 from torch import Tensor
 
@@ -253,7 +253,7 @@ class Int4Bytes:
 
     def why_not(self, M: int, group: int, dtype: torch.dtype) -> list[str]:
         bk = self.bk or min(group, 128)
-        return why_not(((group % bk or bk < 32, f"bk dividing group={group} and >= 32 (got bk={bk})"),))
+        return reasons(((group % bk or bk < 32, f"bk dividing group={group} and >= 32 (got bk={bk})"),))
 
     def launch(self, x: Tensor, packed: Tensor, scales: Tensor, zeros: Tensor, group: int) -> Tensor:
         (M, K), N = x.shape, packed.shape[0]

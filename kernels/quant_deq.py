@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, why_not, word_args, words_fit
+from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, reasons, word_args, words_fit
 from pretrainctl_kernels.quant_words import _store_out
 from torch import Tensor
 
@@ -204,7 +204,7 @@ class Int4Deq:
     two_pass: bool = False
 
     def why_not(self, M: int, group: int, dtype: torch.dtype) -> list[str]:
-        return why_not((
+        return reasons((
             (M > 16, f"M <= 16 (got {M})"), (not words_fit(group), f"group / 8 a power of two (got {group})"),
             (not pow2(self.gb), f"gb a power of two (got {self.gb})"),
             (self.order not in (0, 1), f"order 0 or 1 (got {self.order})"),

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import torch
 from pretrainctl_kernels.quant import dequantize_int4, pack_int4, unpack_int4
-from pretrainctl_kernels.quant_launch import why_not
+from pretrainctl_kernels.quant_launch import reasons
 from torch import Tensor
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
@@ -302,7 +302,7 @@ class Int4Frag:
     pf: bool = True
 
     def why_not(self, M: int, N: int, K: int, group: int) -> list[str]:
-        return why_not((
+        return reasons((
             (M > 16, f"M <= 16 (got {M})"),
             (N % (16 * self.rt), f"N a multiple of 16 rt = {16 * self.rt} (got {N})"),
             (K % (self.nw * group), f"K a multiple of nw * group = {self.nw * group} (got {K})"),

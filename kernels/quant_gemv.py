@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, why_not, words_fit
+from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, reasons, words_fit
 from pretrainctl_kernels.quant_words import _nibble, _store_out
 from torch import Tensor
 
@@ -157,7 +157,7 @@ class Int4Xres:
     zin: bool = True
 
     def why_not(self, M: int, group: int, dtype: torch.dtype) -> list[str]:
-        return why_not((
+        return reasons((
             (M != 1, f"M == 1 (got {M})"), (not words_fit(group), f"group / 8 a power of two (got {group})"),
             (not (pow2(self.bn) and pow2(self.rows) and self.rows <= self.bn),
              f"bn and rows powers of two, rows <= bn (got bn={self.bn}, rows={self.rows})"),

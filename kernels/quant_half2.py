@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, why_not, words_fit
+from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, reasons, words_fit
 from pretrainctl_kernels.quant_words import _store_out
 from torch import Tensor
 
@@ -257,7 +257,7 @@ class Int4Half2:
     hacc: int = 1
 
     def why_not(self, M: int, group: int, dtype: torch.dtype) -> list[str]:
-        return why_not((
+        return reasons((
             (M != 1, f"M == 1 (got {M})"), (not words_fit(group), f"group / 8 a power of two (got {group})"),
             (dtype not in (torch.float16, torch.bfloat16), f"fp16/bf16 x (got {dtype})"),
             (not pow2(self.gb), f"gb a power of two (got {self.gb})"),

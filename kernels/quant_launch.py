@@ -81,8 +81,8 @@ def pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def why_not(checks: tuple) -> list[str]:
-    """The reasons of the (failed, reason) pairs that failed: a tile's why_not list."""
+def reasons(checks: tuple) -> list[str]:
+    """The reasons of the (failed, reason) pairs whose check failed: what a tile's why_not returns."""
     return [why for bad, why in checks if bad]
 
 

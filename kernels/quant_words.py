@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 import triton
 import triton.language as tl
-from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, why_not, words_fit
+from pretrainctl_kernels.quant_launch import clamp_splits, launch_words, pow2, reasons, words_fit
 from torch import Tensor
 
 
@@ -266,7 +266,7 @@ class Int4Words:
 
     def why_not(self, M: int, group: int, dtype: torch.dtype) -> list[str]:
         t = self.at(M)
-        return why_not((
+        return reasons((
             (M > 16, f"M <= 16 (got {M})"), (not words_fit(group), f"group / 8 a power of two (got {group})"),
             (M == 1 and t.vec and not pow2(t.gb), f"gb a power of two (got {t.gb})")))  # fmt: skip
 
