@@ -45,15 +45,12 @@ def read_rows(words: torch.Tensor, bn: int, bkw: int, stages: int) -> torch.Tens
 def gemv_diag(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int,
               diag: int, tile: tuple) -> torch.Tensor:  # fmt: skip
     """quant's int4 float32 GEMV (M == 1) with a timing diagnostic: diag 1 keeps every load and drops
-    the arithmetic, 2 keeps the arithmetic on made-up words and drops the weight loads. tile: quant's
+    the arithmetic, 2 keeps the arithmetic on made-up words and drops the weight loads. tile: in
     quant.Int4Words' field order (BN, K splits, warps, groups per step, stages, ...)."""
-    from pretrainctl_kernels.quant_launch import launch
+    from pretrainctl_kernels.quant_launch import clamp_splits, launch_words
     from pretrainctl_kernels.quant_words import _int4_words
 
     bn, split, warps, gb, stages = tile[:5]
-    K, N = x.shape[1], packed.shape[0]
-    words = packed.view(torch.int32)
-    post = (1, N, K, *x.stride(), words.stride(0), *scales.stride())
-    tiles = (1, bn, max(1, min(split, K // group // gb)), warps, True)
-    return launch(_int4_words, x, (words, scales, zeros), post, N, None, tiles, GROUP=group, GB=gb,
-                     STAGES=stages, SWAP=False, CODES=0, DIAG=diag)  # fmt: skip
+    tiles = (1, bn, clamp_splits(split, x.shape[1] // group // gb), warps, True)
+    return launch_words(_int4_words, x, packed, scales, zeros, tiles, GROUP=group, GB=gb, STAGES=stages,
+                        SWAP=False, CODES=0, DIAG=diag)  # fmt: skip

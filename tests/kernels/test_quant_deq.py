@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
-from pretrainctl_kernels import quant, quant_deq, quant_launch, quant_words
+from pretrainctl_kernels import quant, quant_deq, quant_half2, quant_launch, quant_words
 from pretrainctl_kernels.quant import (
     Int4Bytes,
     Int4Deq,
@@ -103,8 +103,8 @@ def test_int4_tiles_launch_their_kernels(monkeypatch: pytest.MonkeyPatch) -> Non
         truth = int4_matmul_ref(x.double(), packed, s.double(), z.double(), 32)
         ours = int4_matmul(x, packed, s, z, 32, tile=tile)
         assert_close_to_truth(ours, int4_matmul_ref(x, packed, s, z, 32), truth, f"M={x.shape[0]} {tile}")
-    dq, wd, mm = quant_deq._int4_deq, quant_words._int4_words, quant._int4_mm
-    assert seen[:4] == [dq, dq, wd, mm] and seen[4] is not dq  # M == 1 keeps its own default
+    dq, wd, mm, h2 = quant_deq._int4_deq, quant_words._int4_words, quant._int4_mm, quant_half2._int4_h2
+    assert seen == [dq, dq, wd, mm, h2]  # M == 1 keeps its own default
 
 
 @pytest.mark.parametrize(
