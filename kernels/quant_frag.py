@@ -324,8 +324,8 @@ def int4_matmul_frag(x: Tensor, w: FragInt4, tile: Int4Frag | None = None) -> Te
         why.append(f"bf16 x on a CUDA GPU (got {x.dtype} on {x.device}; Gluon has no CPU interpreter)")
     if why:
         raise ValueError(f"int4_matmul_frag: {tile} needs " + "; ".join(why))
-    if x.stride(1) != 1 or x.stride(0) % 8:
-        x = x.contiguous()  # rows are read as 128-bit vectors
+    if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:
+        x = x.clone(memory_format=torch.contiguous_format)  # fresh, aligned rows: read as 128-bit vectors
     out = torch.empty(M, N, device=x.device, dtype=torch.bfloat16)
     if M == 0:
         return out
