@@ -62,8 +62,9 @@ def coord() -> str:
         ("µP", 64, True, True),
         ("µP, no logit multiplier", 64, False, True),
         ("µP, untied head", 64, True, False),
+        ("µP, untied, no logit multiplier", 64, False, False),
     )
-    fig, axes = plt.subplots(1, len(variants), figsize=(18, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.7 * len(variants), 3.8), sharey=True)
     for ax, (name, base, mult, tied) in zip(axes, variants, strict=True):
         r = coord_check(
             widths, batches, vocab_size=tok.vocab_size, mup_base_width=base, lr=1e-2, mup_output_mult=mult,
@@ -74,8 +75,9 @@ def coord() -> str:
             lines.append(f"| {name} | {layer} | " + " | ".join(f"{v:.4f}" for v in vals)
                          + f" | {growth(r, layer):.2f}x |")  # fmt: skip
             ax.plot(widths, vals, "o-", label=layer)
-        ax.set(xscale="log", yscale="log", xlabel="width d_model", title=f"{name}: RMS change after 5 steps")
-    axes[0].set_ylabel("RMS(output_t - output_0)")
+        ax.set(xscale="log", yscale="log", xlabel="width d_model")
+        ax.set_title(name, fontsize=10)
+    axes[0].set_ylabel("RMS(output_t - output_0), 5 steps")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT / "mup_coord_check.png", dpi=110)
