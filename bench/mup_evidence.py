@@ -2,8 +2,8 @@
 
 coord: coordinate check — 4 widths (64..512, 4 heads, 2 layers), 5 AdamW steps at LR 1e-2 on the
        same default-data batches: SP, µP (base width 64) with a tied head, with a tied head and no
-       logit multiplier, and with an untied head; per layer, RMS of the change of its output from
-       init. Table + PNG.
+       logit multiplier, and with an untied head with and without it; per layer, RMS of the change of
+       its output from init. Table + PNG.
 sweep: LR transfer — ``pretrainctl train --multirun`` over widths 64 and 256 (= 4 x 64) and a
        4-point LR grid (factor 2), µP with base width 64 and a tied head by default; ``--untied``
        (the README's recipe), ``--sp`` (SP, also with --untied) or ``--no-output-mult`` pick the

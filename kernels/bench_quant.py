@@ -82,11 +82,14 @@ class Decode:
     q4: list
     group: int
     case: str
-    c4: str
     truth: torch.Tensor
     ref: torch.Tensor
     bf16: list
     rg: float | None
+
+    @property
+    def c4(self) -> str:
+        return f"{self.case} int4 g{self.group}"
 
 
 def decode_case(c, M: int, ws: list, q4: list, group: int) -> Decode:  # noqa: ANN001
@@ -101,7 +104,7 @@ def decode_case(c, M: int, ws: list, q4: list, group: int) -> Decode:  # noqa: A
     ref = x @ dequantize_int4(*q4[0], group, x.dtype).t()
     bf16 = [partial(torch.matmul, x, w.t()) for w in ws]
     rg = measure_graph(c, "quant", case, "bf16_matmul", bf16)
-    return Decode(x, q4, group, case, f"{case} int4 g{group}", truth, ref, bf16, rg)
+    return Decode(x, q4, group, case, truth, ref, bf16, rg)
 
 
 def _sweep(M: int) -> list[tuple[str, object]]:

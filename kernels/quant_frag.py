@@ -322,6 +322,8 @@ def int4_matmul_frag(x: Tensor, w: FragInt4, tile: Int4Frag | None = None) -> Te
         why.append(f"x of K = {K} columns (got {tuple(x.shape)})")
     if x.dtype != torch.bfloat16 or not x.is_cuda:
         why.append(f"bf16 x on a CUDA GPU (got {x.dtype} on {x.device}; Gluon has no CPU interpreter)")
+    elif tile.pf and torch.cuda.get_device_capability(x.device) < (9, 0):
+        why.append("sm_90 for pf=True (cp.async.bulk.prefetch.L2); use Int4Frag(pf=False)")
     if why:
         raise ValueError(f"int4_matmul_frag: {tile} needs " + "; ".join(why))
     if x.stride(1) != 1 or x.stride(0) % 8 or x.data_ptr() % 16:

@@ -88,12 +88,6 @@ def emulate(x: Tensor, w: FragInt4, rt: int = 2, nw: int = 8) -> Tensor:
     return out_t[:, :M].T.contiguous()
 
 
-def _pairs_of(words: Tensor) -> tuple[Tensor, Tensor]:
-    """int32 words -> their (low, high) bf16 halves."""
-    w = words.long()
-    return _halves(w)
-
-
 def logical_emulate(x: Tensor, w: FragInt4, rt: int = 2, nw: int = 8) -> Tensor:
     """_int4_frag transliterated op by op on logical tensors (gl.join = torch.stack(..., -1); gl.reshape /
     gl.permute as in torch), with inline_asm_elementwise's pack=2 read as Triton defines it: one asm
@@ -112,18 +106,21 @@ def logical_emulate(x: Tensor, w: FragInt4, rt: int = 2, nw: int = 8) -> Tensor:
     wi = torch.arange(nw)[:, None, None]
     li = torch.arange(rt * 32)[None, :, None]
     ri = torch.arange(4)[None, None, :]
-    tile_of = lambda pid: pid * rt + li // 32  # noqa: E731
+    xm, xt, xq = (
+        torch.arange(16)[:, None, None],
+        torch.arange(4)[None, :, None],
+        torch.arange(8)[None, None, :],
+    )
+    xp = xm * (K // 2) + wi[..., None] * (KW // 2) + xt * 8 + xq  # (nw, 16, 4, 8) int32 offsets of x
+
+    def j(u: Tensor, v: Tensor) -> Tensor:  # gl.join
+        return torch.stack((u, v), -1)
+
     out = torch.zeros(16, N)
     for pid in range(N // (16 * rt)):
-        tile, lane = tile_of(pid), li % 32
+        tile, lane = pid * rt + li // 32, li % 32
         wp = (tile * KC + wi * NCH) * 128 + lane * 4 + ri
         sofs = ((tile * (K // w.group) + wi * (KW // w.group)) * 8 + lane // 4) * 2 + ri % 2
-        xm, xt, xq = (
-            torch.arange(16)[:, None, None],
-            torch.arange(4)[None, :, None],
-            torch.arange(8)[None, None, :],
-        )
-        xp = xm * (K // 2) + wi[..., None] * (KW // 2) + xt * 8 + xq  # (nw, 16, 4, 8) int32 offsets
         acc = torch.zeros(nw, rt * 16, 16)
         for c in range(NCH):
             words = wr[wp + c * 128]
@@ -136,7 +133,6 @@ def logical_emulate(x: Tensor, w: FragInt4, rt: int = 2, nw: int = 8) -> Tensor:
                 word = words[..., a::2]  # (nw, 32 rt, 2 [b])
                 pj = deq_word(word, s2[..., a::2], z2[..., a::2])
                 o += [torch.stack(p, -1).reshape(nw, rt * 32, 4) for p in pj]  # element 2 b + e
-            j = lambda u, v: torch.stack((u, v), -1)  # noqa: E731 - gl.join
             t = j(j(j(o[0], o[1]), j(o[2], o[3])), j(j(o[4], o[5]), j(o[6], o[7])))
             t = (
                 t.reshape(nw, rt, 8, 4, 2, 2, 2, 2, 2)
@@ -145,7 +141,7 @@ def logical_emulate(x: Tensor, w: FragInt4, rt: int = 2, nw: int = 8) -> Tensor:
             )
             # _b_operand, pack=2: instance p takes x pairs q = 2 p, 2 p + 1; x0 = the first's halves, x1 the
             # second's, each as elements 2 p, 2 p + 1.
-            lo, hi = _pairs_of(xv)  # (nw, 16, 4, 8)
+            lo, hi = _halves(xv)  # (nw, 16, 4, 8)
             x0 = torch.stack((lo[..., 0::2], hi[..., 0::2]), -1).reshape(nw, 16, 4, 8)
             x1 = torch.stack((lo[..., 1::2], hi[..., 1::2]), -1).reshape(nw, 16, 4, 8)
             b = j(x0, x1).reshape(nw, 16, 4, 4, 2, 2).permute(0, 5, 2, 3, 4, 1).reshape(nw, 64, 16)
