@@ -17,13 +17,20 @@ from functools import partial
 import torch
 from pretrainctl_kernels.bench import focused_main
 
-# Int4Frag fields (rt row tiles per program, nw warps, u chunks per super-step, pf L2 prefetch); the first
-# is the default.
+# (kind, fields): "frag" quant_frag.Int4Frag (rt row tiles per program, nw warps, u chunks per super-step,
+# pf L2 prefetch); "cp" quant_frag_async.Int4FragCp (rt, nw, s ring slots). Run 10 found pf=True slower
+# everywhere and rt2 nw8 u1 pf0 best (9.1 us at M = 16); run 11 adds the cp.async ring.
 T, F = True, False
-FRAG_CANDIDATES = [
-    (2, 8, 1, T), (2, 8, 1, F), (2, 16, 1, T), (1, 8, 1, T), (1, 16, 1, T), (4, 4, 1, T), (2, 8, 2, T),
-    (4, 8, 1, T),
+CANDIDATES = [
+    ("frag", (2, 8, 1, F)), ("frag", (1, 8, 1, F)), ("frag", (2, 8, 2, F)), ("frag", (1, 8, 2, F)),
+    ("cp", (2, 8, 8)), ("cp", (2, 8, 4)), ("cp", (2, 8, 3)), ("cp", (1, 8, 8)), ("cp", (1, 8, 4)),
+    ("cp", (2, 4, 8)), ("cp", (2, 16, 4)),
 ]  # fmt: skip
+_NAMES = {"frag": "rt{} nw{} u{} pf{:d}", "cp": "rt{} nw{} s{}"}
+
+
+def label(kind: str, fields: tuple) -> str:
+    return f"{kind} " + _NAMES[kind].format(*fields)
 
 
 def run(smoke: bool) -> None:
@@ -31,7 +38,9 @@ def run(smoke: bool) -> None:
     from pretrainctl_kernels.bench_quant import decode_case, measure_graph, timed_check, timed_int4
     from pretrainctl_kernels.quant import quantize_int4
     from pretrainctl_kernels.quant_frag import Int4Frag, int4_matmul_frag, repack_int4
+    from pretrainctl_kernels.quant_frag_async import Int4FragCp, int4_matmul_frag_cp
 
+    kernels = {"frag": (Int4Frag, int4_matmul_frag), "cp": (Int4FragCp, int4_matmul_frag_cp)}
     c = Ctx(smoke)
     K, N = (512, 64) if smoke else (4096, 4096)
     copies, group = (1 if smoke else 16), 128
@@ -42,26 +51,23 @@ def run(smoke: bool) -> None:
     for M in (16, 1):
         d = decode_case(c, M, ws, q4, group)
         timed_int4(c, d.c4 + " default (no tile)", d)
-        best = None
-        for t in FRAG_CANDIDATES[:1] if smoke else FRAG_CANDIDATES:
-            case = d.c4 + " frag rt{} nw{} u{} pf{:d}".format(*t)
+        best: dict = {}
+        for kind, t in CANDIDATES[::4] if smoke else CANDIDATES:
+            case = d.c4 + " " + label(kind, t)
             if smoke:
-                emit(
-                    "quant",
-                    case,
-                    "gluon_int4_frag",
-                    skipped="Gluon kernels need a CUDA GPU (no CPU interpreter)",
-                )
+                emit("quant", case, f"gluon_int4_{kind}", skipped="Gluon kernels need a CUDA GPU (no CPU interpreter)")
                 continue
-            fns = [partial(int4_matmul_frag, d.x, w, Int4Frag(*t)) for w in frags]
-            ms = timed_check(c, case, "gluon_int4_frag", fns, d.ref, d.truth, d.rg)
-            if ms and (best is None or ms < best[1]):
-                best = (t, ms)
+            tile_type, fn = kernels[kind]
+            fns = [partial(fn, d.x, w, tile_type(*t)) for w in frags]
+            ms = timed_check(c, case, f"gluon_int4_{kind}", fns, d.ref, d.truth, d.rg)
+            if ms and (kind not in best or ms < best[kind][1]):
+                best[kind] = (t, ms)
         rg2 = measure_graph(c, "quant", d.case + " (again, after the sweep)", "bf16_matmul", d.bf16)
-        if best and d.rg:
-            emit("quant", d.c4 + " graph, best frag tile", "ratio", speedup_vs="bf16_matmul graph",
-                 tile=list(best[0]), speedup=round(d.rg / best[1], 3),
-                 speedup_vs_second_bf16=round(rg2 / best[1], 3) if rg2 else None)  # fmt: skip
+        for kind, (t, ms) in best.items():
+            if d.rg:
+                emit("quant", d.c4 + f" graph, best {kind} tile", "ratio", speedup_vs="bf16_matmul graph",
+                     tile=list(t), speedup=round(d.rg / ms, 3),
+                     speedup_vs_second_bf16=round(rg2 / ms, 3) if rg2 else None)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,11 +75,20 @@ def frag_kernel_report(rt: int = 2, nw: int = 8, u: int = 1, pf: bool = True, K:
     """quant_frag._int4_frag compiled for sm_90: registers, spills, shared memory and its main loop's mix."""
     from pretrainctl_kernels.quant_frag import Int4Frag, _int4_frag
 
+    return _frag_report(_int4_frag, Int4Frag(rt, nw, u, pf).consts(K, group), nw)
+
+
+def frag_cp_kernel_report(rt: int = 2, nw: int = 8, s: int = 8, K: int = 4096, group: int = 128) -> dict:
+    """quant_frag_async._int4_frag_cp compiled for sm_90, as frag_kernel_report."""
+    from pretrainctl_kernels.quant_frag_async import Int4FragCp, _int4_frag_cp
+
+    return _frag_report(_int4_frag_cp, Int4FragCp(rt, nw, s).consts(K, group), nw)
+
+
+def _frag_report(kernel, consts: dict, nw: int) -> dict:  # noqa: ANN001
     sig = {"X": "*i32", "WR": "*i32", "S2": "*i32", "Z2": "*i32", "OUT": "*bf16", "M": "i32", "s_xm": "i32",
            "s_om": "i32"}  # fmt: skip
-    out = compile_gluon(
-        _int4_frag, sig, Int4Frag(rt, nw, u, pf).consts(K, group), nw, aligned=(0, 1, 2, 3, 4, 6, 7)
-    )
+    out = compile_gluon(kernel, sig, consts, nw, aligned=(0, 1, 2, 3, 4, 6, 7))
     out["loop"] = loop_mix(out.pop("sass"))
     return out
 
@@ -88,8 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, default in (("rt", 2), ("nw", 8), ("u", 1), ("pf", 1), ("k", 4096), ("group", 128)):
         p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--cp", type=int, default=0, metavar="S",
+                   help="report quant_frag_async's kernel with an S-slot ring instead (u, pf unused)")
     a = p.parse_args(argv)
-    rep = frag_kernel_report(a.rt, a.nw, a.u, bool(a.pf), a.k, a.group)
+    if a.cp:
+        rep = frag_cp_kernel_report(a.rt, a.nw, a.cp, a.k, a.group)
+    else:
+        rep = frag_kernel_report(a.rt, a.nw, a.u, bool(a.pf), a.k, a.group)
     loop = rep.pop("loop")
     print(rep)
     print("main loop:", dict(loop.most_common()))
