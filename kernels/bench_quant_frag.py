@@ -17,16 +17,18 @@ from functools import partial
 import torch
 from pretrainctl_kernels.bench import focused_main
 
-# (kind, fields): "frag" quant_frag.Int4Frag (rt row tiles per program, nw warps, u chunks per super-step,
-# pf L2 prefetch); "cp" quant_frag_async.Int4FragCp (rt, nw, s ring slots). Run 10 found pf=True slower
-# everywhere and rt2 nw8 u1 pf0 best (9.1 us at M = 16); run 11 adds the cp.async ring.
+# (kind, fields): "frag" quant_frag.Int4Frag (rt row tiles per warp, nw warps along K, u chunks per
+# super-step, pf L2 prefetch, nwn warps along N, cg weights not cached in L1); "cp" quant_frag_async.Int4FragCp
+# (rt, nw, s ring slots). Run 10: pf=True slower everywhere, rt2 nw8 u1 pf0 best (9.1 us at M = 16). Run 11:
+# rt1 nw8 u1 pf0 best (8.9 us), the cp.async ring slower (11.4 us at best). Run 12: x shared through L1 by
+# warps along N (nwn) and weights bypassing L1 (cg).
 T, F = True, False
 CANDIDATES = [
-    ("frag", (2, 8, 1, F)), ("frag", (1, 8, 1, F)), ("frag", (2, 8, 2, F)), ("frag", (1, 8, 2, F)),
-    ("cp", (2, 8, 8)), ("cp", (2, 8, 4)), ("cp", (2, 8, 3)), ("cp", (1, 8, 8)), ("cp", (1, 8, 4)),
-    ("cp", (2, 4, 8)), ("cp", (2, 16, 4)),
+    ("frag", (1, 8, 1, F, 1, F)), ("frag", (1, 8, 1, F, 1, T)), ("frag", (1, 8, 1, F, 2, F)),
+    ("frag", (1, 8, 1, F, 2, T)), ("frag", (1, 4, 1, F, 2, F)), ("frag", (1, 4, 1, F, 2, T)),
+    ("frag", (2, 8, 1, F, 1, T)), ("frag", (2, 4, 1, F, 1, T)), ("cp", (1, 8, 4)),
 ]  # fmt: skip
-_NAMES = {"frag": "rt{} nw{} u{} pf{:d}", "cp": "rt{} nw{} s{}"}
+_NAMES = {"frag": "rt{} nw{} u{} pf{:d} nwn{} cg{:d}", "cp": "rt{} nw{} s{}"}
 
 
 def label(kind: str, fields: tuple) -> str:

@@ -189,14 +189,15 @@ def _prefetch_l2(ptrs, NBYTES: gl.constexpr):
 
 
 @gluon.jit
-def _load_step(wp, sp, zp, xp, xmask, q, U: gl.constexpr, CPG: gl.constexpr):
-    """The loads of super-step q (U chunks), all int32: a tuple of U (words, s2, z2, x) tuples."""
+def _load_step(wp, sp, zp, xp, xmask, q, U: gl.constexpr, CPG: gl.constexpr, CM: gl.constexpr):
+    """The loads of super-step q (U chunks), all int32: a tuple of U (words, s2, z2, x) tuples; CM the
+    weights' cache modifier."""
     res = ()
     for u in gl.static_range(U):
         c = q * U + u
         g_off = (c // CPG) * 16
-        res = res + ((gl.load(wp + c * 128), gl.load(sp + g_off), gl.load(zp + g_off),
-                      gl.load(xp + c * 32, mask=xmask)),)
+        res = res + ((gl.load(wp + c * 128, cache_modifier=CM), gl.load(sp + g_off, cache_modifier=CM),
+                      gl.load(zp + g_off, cache_modifier=CM), gl.load(xp + c * 32, mask=xmask)),)
     return res
 
 
@@ -211,9 +212,12 @@ def _compute_step(st, acc, a_l: gl.constexpr, b_l: gl.constexpr, NW: gl.constexp
 
 @gluon.jit
 def _int4_frag(X, WR, S2, Z2, OUT, M, s_xm, s_om, K: gl.constexpr, GROUP: gl.constexpr, RT: gl.constexpr,
-               NW: gl.constexpr, U: gl.constexpr, PF: gl.constexpr):
+               NW: gl.constexpr, U: gl.constexpr, PF: gl.constexpr, NWN: gl.constexpr = 1,
+               CG: gl.constexpr = False):
     """X (M <= 16, K) bf16 viewed as int32 (s_xm in int32 units); WR / S2 / Z2: FragInt4's tensors; OUT
-    (M, N) bf16. Grid (N / (16 RT),), NW warps (see the module docstring)."""
+    (M, N) bf16. Grid (N / (16 RT NWN),), NW warps: NW / NWN split K, NWN split the program's NWN RT row
+    tiles (warp w: k range w // NWN, row tiles w % NWN); CG: weights by ld.global.cg (not kept in L1,
+    where the x that NWN warps and co-resident programs share stays). See the module docstring."""
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1, 1],
                                                    instr_shape=[1, 16, 8])
     a_l: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=8)
@@ -225,7 +229,8 @@ def _int4_frag(X, WR, S2, Z2, OUT, M, s_xm, s_om, K: gl.constexpr, GROUP: gl.con
     x_l: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 1, 1, 8], threads_per_warp=[1, 8, 4, 1],
                                          warps_per_cta=[NW, 1, 1, 1], order=[3, 2, 1, 0])
     KC: gl.constexpr = K // 64  # chunks per row
-    KW: gl.constexpr = K // NW  # k per warp
+    NWK: gl.constexpr = NW // NWN  # warps along K
+    KW: gl.constexpr = K // NWK  # k per warp
     NCH: gl.constexpr = KW // 64  # chunks per warp
     CPG: gl.constexpr = GROUP // 64  # chunks per group
     G: gl.constexpr = K // GROUP
@@ -241,13 +246,14 @@ def _int4_frag(X, WR, S2, Z2, OUT, M, s_xm, s_om, K: gl.constexpr, GROUP: gl.con
     w3 = gl.expand_dims(gl.expand_dims(wi, 1), 2)  # (NW, 1, 1)
     l3 = gl.expand_dims(gl.expand_dims(li, 0), 2)  # (1, 32 RT, 1): 32 c + lane
     r3 = gl.expand_dims(gl.expand_dims(ri, 0), 1)  # (1, 1, 4): word r = a + 2 b
-    tile = pid * RT + l3 // 32
+    tile = (pid * NWN + w3 % NWN) * RT + l3 // 32
     lane = l3 % 32
-    wbase = WR + (tile * KC + w3 * NCH) * 128  # the warp's slice of row tile c, chunk 0
+    wk3 = w3 // NWN
+    wbase = WR + (tile * KC + wk3 * NCH) * 128  # the warp's slice of row tile c, chunk 0
     wp = wbase + lane * 4 + r3
     if PF:  # NCH * 512 contiguous bytes per warp and row tile
         _prefetch_l2(wbase, NCH * 512)
-    sofs = ((tile * G + w3 * (KW // GROUP)) * 8 + lane // 4) * 2 + r3 % 2  # S2 / Z2 [tile, group, g, a]
+    sofs = ((tile * G + wk3 * (KW // GROUP)) * 8 + lane // 4) * 2 + r3 % 2  # S2 / Z2 [tile, group, g, a]
     sp = S2 + sofs
     zp = Z2 + sofs
 
@@ -259,31 +265,38 @@ def _int4_frag(X, WR, S2, Z2, OUT, M, s_xm, s_om, K: gl.constexpr, GROUP: gl.con
     xm4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(xm, 0), 2), 3)
     xt4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(xt, 0), 1), 3)
     xq4 = gl.expand_dims(gl.expand_dims(gl.expand_dims(xq, 0), 1), 2)
-    xp = X + xm4 * s_xm + xw4 * (KW // 2) + xt4 * 8 + xq4
+    xp = X + xm4 * s_xm + (xw4 // NWN) * (KW // 2) + xt4 * 8 + xq4
     xmask = xm4 < M
 
+    CM: gl.constexpr = ".cg" if CG else ""
     acc = gl.zeros([NW, RT * 16, 16], gl.float32, layout=mma)
     # Two register sets in ping-pong (no moves to rotate them): the next super-step's loads always go out
     # before this one is computed. (In a fully unrolled loop ptxas sinks each load next to its use.)
     NP: gl.constexpr = (NQ - 1) // 2
-    sa = _load_step(wp, sp, zp, xp, xmask, 0, U, CPG)
+    sa = _load_step(wp, sp, zp, xp, xmask, 0, U, CPG, CM)
     for p in range(NP):
-        sb = _load_step(wp, sp, zp, xp, xmask, 2 * p + 1, U, CPG)
+        sb = _load_step(wp, sp, zp, xp, xmask, 2 * p + 1, U, CPG, CM)
         acc = _compute_step(sa, acc, a_l, b_l, NW, RT, U)
-        sa = _load_step(wp, sp, zp, xp, xmask, 2 * p + 2, U, CPG)
+        sa = _load_step(wp, sp, zp, xp, xmask, 2 * p + 2, U, CPG, CM)
         acc = _compute_step(sb, acc, a_l, b_l, NW, RT, U)
     if NQ - 2 * NP == 2:
-        sb = _load_step(wp, sp, zp, xp, xmask, NQ - 1, U, CPG)
+        sb = _load_step(wp, sp, zp, xp, xmask, NQ - 1, U, CPG, CM)
         acc = _compute_step(sa, acc, a_l, b_l, NW, RT, U)
         acc = _compute_step(sb, acc, a_l, b_l, NW, RT, U)
     else:
         acc = _compute_step(sa, acc, a_l, b_l, NW, RT, U)
 
-    red = gl.sum(acc, axis=0)  # (16 RT, 16): the NW k splits, through shared memory
-    o_l: gl.constexpr = gl.SliceLayout(0, mma)
-    on = gl.expand_dims(gl.arange(0, RT * 16, layout=gl.SliceLayout(1, o_l)), 1)
+    R: gl.constexpr = NWN * RT * 16  # the program's rows: row wn RT 16 + r is warp wn's acc row r
+    if NWN == 1:
+        red = gl.sum(acc, axis=0)  # (16 RT, 16): the NW k splits, through shared memory
+        o_l: gl.constexpr = gl.SliceLayout(0, mma)
+    else:
+        o_l: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 1], threads_per_warp=[2, 16],
+                                             warps_per_cta=[NW, 1], order=[1, 0])
+        red = gl.convert_layout(gl.sum(gl.reshape(acc, [NWK, R, 16]), axis=0), o_l)
+    on = gl.expand_dims(gl.arange(0, R, layout=gl.SliceLayout(1, o_l)), 1)
     om = gl.expand_dims(gl.arange(0, 16, layout=gl.SliceLayout(0, o_l)), 0)
-    gl.store(OUT + om * s_om + pid * (RT * 16) + on, red.to(gl.bfloat16), mask=(om < M) & (on < RT * 16))
+    gl.store(OUT + om * s_om + pid * R + on, red.to(gl.bfloat16), mask=(om < M) & (on < R))
 # fmt: on
 
 
@@ -300,17 +313,21 @@ class Int4Frag:
     nw: int = 8
     u: int = 1
     pf: bool = True
+    nwn: int = 1
+    cg: bool = False
 
     def why_not(self, M: int, N: int, K: int, group: int) -> list[str]:
+        rows = 16 * self.rt * self.nwn
         return reasons((
             (M > 16, f"M <= 16 (got {M})"),
-            (N % (16 * self.rt), f"N a multiple of 16 rt = {16 * self.rt} (got {N})"),
+            (N % rows, f"N a multiple of 16 rt nwn = {rows} (got {N})"),
             (K % (self.nw * group), f"K a multiple of nw * group = {self.nw * group} (got {K})"),
             ((K // self.nw // CHUNK) % self.u, f"u dividing the {K // self.nw // CHUNK} chunks per warp"),
         ))  # fmt: skip
 
     def consts(self, K: int, group: int) -> dict:
-        return dict(K=K, GROUP=group, RT=self.rt, NW=self.nw, U=self.u, PF=self.pf)
+        return dict(K=K, GROUP=group, RT=self.rt, NW=self.nw * self.nwn, U=self.u, PF=self.pf, NWN=self.nwn,
+                    CG=self.cg)
 
 
 def int4_matmul_frag(x: Tensor, w: FragInt4, tile: Int4Frag | None = None) -> Tensor:
@@ -332,6 +349,7 @@ def int4_matmul_frag(x: Tensor, w: FragInt4, tile: Int4Frag | None = None) -> Te
     if M == 0:
         return out
     xi = x.view(torch.int32)
-    _int4_frag[(N // (16 * tile.rt),)](xi, w.words, w.scales2, w.zeros2, out, M, xi.stride(0), out.stride(0),
-                                       num_warps=tile.nw, **tile.consts(K, w.group))  # fmt: skip
+    _int4_frag[(N // (16 * tile.rt * tile.nwn),)](xi, w.words, w.scales2, w.zeros2, out, M, xi.stride(0),
+                                                  out.stride(0), num_warps=tile.nw * tile.nwn,
+                                                  **tile.consts(K, w.group))  # fmt: skip
     return out

@@ -119,7 +119,8 @@ def test_frag_rejects() -> None:
     for tile, xx, match in (
         (Int4Frag(), x, "on a CUDA GPU"),  # Gluon kernels have no CPU interpreter
         (Int4Frag(), torch.randn(17, 512).bfloat16(), r"M <= 16 \(got 17\)"),
-        (Int4Frag(rt=4), x, "N a multiple of 16 rt = 64"),
+        (Int4Frag(rt=4), x, "N a multiple of 16 rt nwn = 64"),
+        (Int4Frag(rt=1, nwn=4), x, "N a multiple of 16 rt nwn = 64"),
         (Int4Frag(nw=8), x, "K a multiple of nw \\* group = 1024"),
         (Int4Frag(nw=2, u=3), x, "u dividing the 4 chunks per warp"),
     ):
@@ -165,6 +166,9 @@ def test_frag_kernel_machine_code_sm90() -> None:
         (16, 128, Int4Frag(rt=1)),
         (16, 128, Int4Frag(u=2, pf=False)),
         (9, 128, Int4Frag(nw=4, rt=4)),
+        (16, 128, Int4Frag(rt=1, pf=False, nwn=2)),
+        (3, 128, Int4Frag(rt=1, nw=4, pf=False, nwn=2, cg=True)),
+        (16, 64, Int4Frag(rt=2, pf=False, nwn=2, cg=True)),
     ],
 )
 def test_int4_frag_gpu_bf16(M: int, group: int, tile: Int4Frag) -> None:
