@@ -18,17 +18,17 @@ import torch
 from pretrainctl_kernels.bench import focused_main
 
 # (kind, fields): "frag" quant_frag.Int4Frag (rt row tiles per warp, nw warps along K, u chunks per
-# super-step, pf L2 prefetch, nwn warps along N, cg weights not cached in L1); "cp" quant_frag_async.Int4FragCp
-# (rt, nw, s ring slots). Run 10: pf=True slower everywhere, rt2 nw8 u1 pf0 best (9.1 us at M = 16). Run 11:
-# rt1 nw8 u1 pf0 best (8.9 us), the cp.async ring slower (11.4 us at best). Run 12: x shared through L1 by
-# warps along N (nwn) and weights bypassing L1 (cg).
+# super-step, pf L2 prefetch, nwn warps along N, cg weights not cached in L1, d register sets in rotation);
+# "cp" quant_frag_async.Int4FragCp (rt, nw, s ring slots). Run 10: pf=True slower everywhere, rt2 nw8 u1 pf0
+# best (9.1 us at M = 16). Run 11: rt1 nw8 u1 pf0 best (8.9 us), the cp.async ring slower (11.4 us at best).
+# Run 12: neither nwn = 2 nor cg helped. Run 13: d = 3-4 register sets in flight.
 T, F = True, False
 CANDIDATES = [
-    ("frag", (1, 8, 1, F, 1, F)), ("frag", (1, 8, 1, F, 1, T)), ("frag", (1, 8, 1, F, 2, F)),
-    ("frag", (1, 8, 1, F, 2, T)), ("frag", (1, 4, 1, F, 2, F)), ("frag", (1, 4, 1, F, 2, T)),
-    ("frag", (2, 8, 1, F, 1, T)), ("frag", (2, 4, 1, F, 1, T)), ("cp", (1, 8, 4)),
+    ("frag", (1, 8, 1, F, 1, F, 2)), ("frag", (1, 8, 1, F, 1, F, 3)), ("frag", (1, 8, 1, T, 1, F, 3)),
+    ("frag", (2, 8, 1, F, 1, F, 3)), ("frag", (1, 4, 1, F, 1, F, 3)), ("frag", (1, 4, 1, F, 1, F, 4)),
+    ("frag", (1, 8, 1, F, 1, T, 3)),
 ]  # fmt: skip
-_NAMES = {"frag": "rt{} nw{} u{} pf{:d} nwn{} cg{:d}", "cp": "rt{} nw{} s{}"}
+_NAMES = {"frag": "rt{} nw{} u{} pf{:d} nwn{} cg{:d} d{}", "cp": "rt{} nw{} s{}"}
 
 
 def label(kind: str, fields: tuple) -> str:

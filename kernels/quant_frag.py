@@ -213,7 +213,7 @@ def _compute_step(st, acc, a_l: gl.constexpr, b_l: gl.constexpr, NW: gl.constexp
 @gluon.jit
 def _int4_frag(X, WR, S2, Z2, OUT, M, s_xm, s_om, K: gl.constexpr, GROUP: gl.constexpr, RT: gl.constexpr,
                NW: gl.constexpr, U: gl.constexpr, PF: gl.constexpr, NWN: gl.constexpr = 1,
-               CG: gl.constexpr = False):
+               CG: gl.constexpr = False, D: gl.constexpr = 2):
     """X (M <= 16, K) bf16 viewed as int32 (s_xm in int32 units); WR / S2 / Z2: FragInt4's tensors; OUT
     (M, N) bf16. Grid (N / (16 RT NWN),), NW warps: NW / NWN split K, NWN split the program's NWN RT row
     tiles (warp w: k range w // NWN, row tiles w % NWN); CG: weights by ld.global.cg (not kept in L1,
@@ -238,6 +238,7 @@ def _int4_frag(X, WR, S2, Z2, OUT, M, s_xm, s_om, K: gl.constexpr, GROUP: gl.con
     gl.static_assert(KW % GROUP == 0)
     gl.static_assert(GROUP % 64 == 0)
     gl.static_assert(NCH % U == 0)
+    gl.static_assert(NQ >= D)
 
     pid = gl.program_id(0)
     wi = gl.arange(0, NW, layout=gl.SliceLayout(1, gl.SliceLayout(2, w_l)))
@@ -270,21 +271,25 @@ def _int4_frag(X, WR, S2, Z2, OUT, M, s_xm, s_om, K: gl.constexpr, GROUP: gl.con
 
     CM: gl.constexpr = ".cg" if CG else ""
     acc = gl.zeros([NW, RT * 16, 16], gl.float32, layout=mma)
-    # Two register sets in ping-pong (no moves to rotate them): the next super-step's loads always go out
-    # before this one is computed. (In a fully unrolled loop ptxas sinks each load next to its use.)
-    NP: gl.constexpr = (NQ - 1) // 2
-    sa = _load_step(wp, sp, zp, xp, xmask, 0, U, CPG, CM)
-    for p in range(NP):
-        sb = _load_step(wp, sp, zp, xp, xmask, 2 * p + 1, U, CPG, CM)
-        acc = _compute_step(sa, acc, a_l, b_l, NW, RT, U)
-        sa = _load_step(wp, sp, zp, xp, xmask, 2 * p + 2, U, CPG, CM)
-        acc = _compute_step(sb, acc, a_l, b_l, NW, RT, U)
-    if NQ - 2 * NP == 2:
-        sb = _load_step(wp, sp, zp, xp, xmask, NQ - 1, U, CPG, CM)
-        acc = _compute_step(sa, acc, a_l, b_l, NW, RT, U)
-        acc = _compute_step(sb, acc, a_l, b_l, NW, RT, U)
-    else:
-        acc = _compute_step(sa, acc, a_l, b_l, NW, RT, U)
+    # D register sets in rotation: D - 1 super-steps' loads are in flight while one is computed. The runtime
+    # loop's body is D steps long, so each load reuses the registers the step before it freed (no moves to
+    # rotate them). (In a fully unrolled loop ptxas sinks each load next to its use.)
+    NS: gl.constexpr = NQ - D + 1  # steps that issue a load
+    NL: gl.constexpr = NS // D
+    sets = ()
+    for i in gl.static_range(D - 1):
+        sets = sets + (_load_step(wp, sp, zp, xp, xmask, i, U, CPG, CM),)
+    for p in range(NL):
+        for i in gl.static_range(D):
+            new = _load_step(wp, sp, zp, xp, xmask, p * D + i + D - 1, U, CPG, CM)
+            acc = _compute_step(sets[0], acc, a_l, b_l, NW, RT, U)
+            sets = sets[1:] + (new,)
+    for i in gl.static_range(NS - NL * D):
+        new = _load_step(wp, sp, zp, xp, xmask, NL * D + i + D - 1, U, CPG, CM)
+        acc = _compute_step(sets[0], acc, a_l, b_l, NW, RT, U)
+        sets = sets[1:] + (new,)
+    for i in gl.static_range(D - 1):
+        acc = _compute_step(sets[i], acc, a_l, b_l, NW, RT, U)
 
     R: gl.constexpr = NWN * RT * 16  # the program's rows: row wn RT 16 + r is warp wn's acc row r
     if NWN == 1:
@@ -315,6 +320,7 @@ class Int4Frag:
     pf: bool = True
     nwn: int = 1
     cg: bool = False
+    d: int = 2
 
     def why_not(self, M: int, N: int, K: int, group: int) -> list[str]:
         rows = 16 * self.rt * self.nwn
@@ -323,11 +329,13 @@ class Int4Frag:
             (N % rows, f"N a multiple of 16 rt nwn = {rows} (got {N})"),
             (K % (self.nw * group), f"K a multiple of nw * group = {self.nw * group} (got {K})"),
             ((K // self.nw // CHUNK) % self.u, f"u dividing the {K // self.nw // CHUNK} chunks per warp"),
+            (self.d < 2 or K // self.nw // CHUNK < self.d * self.u,
+             f"2 <= d <= the {K // self.nw // CHUNK} chunks per warp / u (got d = {self.d})"),
         ))  # fmt: skip
 
     def consts(self, K: int, group: int) -> dict:
         return dict(K=K, GROUP=group, RT=self.rt, NW=self.nw * self.nwn, U=self.u, PF=self.pf, NWN=self.nwn,
-                    CG=self.cg)
+                    CG=self.cg, D=self.d)
 
 
 def int4_matmul_frag(x: Tensor, w: FragInt4, tile: Int4Frag | None = None) -> Tensor:

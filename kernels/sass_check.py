@@ -71,11 +71,11 @@ def loop_mix(sass: str, marker: str = "HMMA") -> Counter:
 
 
 def frag_kernel_report(rt: int = 2, nw: int = 8, u: int = 1, pf: bool = True, K: int = 4096,
-                       group: int = 128, nwn: int = 1, cg: bool = False) -> dict:  # fmt: skip
+                       group: int = 128, nwn: int = 1, cg: bool = False, d: int = 2) -> dict:  # fmt: skip
     """quant_frag._int4_frag compiled for sm_90: registers, spills, shared memory and its main loop's mix."""
     from pretrainctl_kernels.quant_frag import Int4Frag, _int4_frag
 
-    return _frag_report(_int4_frag, Int4Frag(rt, nw, u, pf, nwn, cg).consts(K, group), nw * nwn)
+    return _frag_report(_int4_frag, Int4Frag(rt, nw, u, pf, nwn, cg, d).consts(K, group), nw * nwn)
 
 
 def frag_cp_kernel_report(rt: int = 2, nw: int = 8, s: int = 8, K: int = 4096, group: int = 128) -> dict:
@@ -96,7 +96,7 @@ def _frag_report(kernel, consts: dict, nw: int) -> dict:  # noqa: ANN001
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, default in (("rt", 2), ("nw", 8), ("u", 1), ("pf", 1), ("k", 4096), ("group", 128), ("nwn", 1),
-                          ("cg", 0)):
+                          ("cg", 0), ("d", 2)):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--cp", type=int, default=0, metavar="S",
                    help="report quant_frag_async's kernel with an S-slot ring instead (u, pf unused)")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cp:
         rep = frag_cp_kernel_report(a.rt, a.nw, a.cp, a.k, a.group)
     else:
-        rep = frag_kernel_report(a.rt, a.nw, a.u, bool(a.pf), a.k, a.group, a.nwn, bool(a.cg))
+        rep = frag_kernel_report(a.rt, a.nw, a.u, bool(a.pf), a.k, a.group, a.nwn, bool(a.cg), a.d)
     loop = rep.pop("loop")
     print(rep)
     print("main loop:", dict(loop.most_common()))

@@ -123,6 +123,7 @@ def test_frag_rejects() -> None:
         (Int4Frag(rt=1, nwn=4), x, "N a multiple of 16 rt nwn = 64"),
         (Int4Frag(nw=8), x, "K a multiple of nw \\* group = 1024"),
         (Int4Frag(nw=2, u=3), x, "u dividing the 4 chunks per warp"),
+        (Int4Frag(nw=2, d=5), x, r"2 <= d <= the 4 chunks per warp / u \(got d = 5\)"),
     ):
         with pytest.raises(ValueError, match=match):
             int4_matmul_frag(xx, w, tile)
@@ -169,6 +170,9 @@ def test_frag_kernel_machine_code_sm90() -> None:
         (16, 128, Int4Frag(rt=1, pf=False, nwn=2)),
         (3, 128, Int4Frag(rt=1, nw=4, pf=False, nwn=2, cg=True)),
         (16, 64, Int4Frag(rt=2, pf=False, nwn=2, cg=True)),
+        (16, 128, Int4Frag(rt=1, pf=False, d=3)),
+        (11, 128, Int4Frag(rt=1, nw=4, pf=False, d=3)),  # 14 loading steps: a loop of 4 x 3 and 2 more
+        (16, 128, Int4Frag(rt=1, nw=4, pf=False, d=4)),
     ],
 )
 def test_int4_frag_gpu_bf16(M: int, group: int, tile: Int4Frag) -> None:
