@@ -49,7 +49,16 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
-__all__ = ["FragInt4", "Int4Frag", "repack_int4", "unrepack_int4", "int4_matmul_frag", "int4_matmul_frag_ref"]
+__all__ = [
+    "FragInt4",
+    "Int4Frag",
+    "FRAG_TILES",
+    "frag_tile",
+    "repack_int4",
+    "unrepack_int4",
+    "int4_matmul_frag",
+    "int4_matmul_frag_ref",
+]
 
 CHUNK = 64  # k per chunk: one (16 rows, 64 k) A tile of k_width 8
 
@@ -310,17 +319,19 @@ def _int4_frag(X, WR, S2, Z2, OUT, M, s_xm, s_om, K: gl.constexpr, GROUP: gl.con
 
 @dataclass(frozen=True)
 class Int4Frag:
-    """_int4_frag's launch parameters: ``rt`` row tiles of 16 output channels per program, ``nw`` warps
-    (the K split inside a program), ``u`` chunks of 64 k per super-step, ``pf`` the L2 prefetch (sm_90).
-    Not measured yet: the defaults are the prototype's choice (128 programs of 8 warps at N = 4096)."""
+    """_int4_frag's launch parameters: ``rt`` row tiles of 16 output channels per warp, ``nw`` warps along
+    K (the K split inside a program), ``u`` chunks of 64 k per super-step, ``pf`` the L2 prefetch (sm_90),
+    ``nwn`` warps along N, ``cg`` weights not cached in L1, ``d`` register sets in rotation (d - 1
+    super-steps of loads in flight per warp). Defaults: the fastest of runs 10-13 on an H200 at K = N =
+    4096, M 1 and 16 (BENCHMARKS.md): 1024 programs of 4 warps, 4 register sets."""
 
-    rt: int = 2
-    nw: int = 8
+    rt: int = 1
+    nw: int = 4
     u: int = 1
-    pf: bool = True
+    pf: bool = False
     nwn: int = 1
     cg: bool = False
-    d: int = 2
+    d: int = 4
 
     def why_not(self, M: int, N: int, K: int, group: int) -> list[str]:
         rows = 16 * self.rt * self.nwn
@@ -334,14 +345,34 @@ class Int4Frag:
         ))  # fmt: skip
 
     def consts(self, K: int, group: int) -> dict:
-        return dict(K=K, GROUP=group, RT=self.rt, NW=self.nw * self.nwn, U=self.u, PF=self.pf, NWN=self.nwn,
-                    CG=self.cg, D=self.d)
+        return dict(
+            K=K,
+            GROUP=group,
+            RT=self.rt,
+            NW=self.nw * self.nwn,
+            U=self.u,
+            PF=self.pf,
+            NWN=self.nwn,
+            CG=self.cg,
+            D=self.d,
+        )
+
+
+# Tried in order when no tile is given: the default, then fewer register sets and warps for a short K.
+FRAG_TILES = (Int4Frag(), Int4Frag(nw=8, d=2), Int4Frag(nw=4, d=2), Int4Frag(nw=2, d=2), Int4Frag(nw=1, d=2))
+
+
+def frag_tile(N: int, K: int, group: int) -> Int4Frag:
+    """The first of FRAG_TILES that fits an (N, K) weight of this group size (else the default, whose
+    reasons int4_matmul_frag then reports)."""
+    return next((t for t in FRAG_TILES if not t.why_not(1, N, K, group)), FRAG_TILES[0])
 
 
 def int4_matmul_frag(x: Tensor, w: FragInt4, tile: Int4Frag | None = None) -> Tensor:
-    """x (M <= 16, K) bf16 on a CUDA GPU (sm_80+; ``pf`` needs sm_90) @ dequant(w).T -> (M, N) bf16."""
-    tile = tile or Int4Frag()
+    """x (M <= 16, K) bf16 on a CUDA GPU (sm_80+; ``pf`` needs sm_90) @ dequant(w).T -> (M, N) bf16: the
+    int4 decode GEMM for weights repacked once by repack_int4 (tile: frag_tile's choice by default)."""
     (N, K), M = w.shape, x.shape[0]
+    tile = tile or frag_tile(N, K, w.group)
     why = tile.why_not(M, N, K, w.group)
     if x.shape[1] != K:
         why.append(f"x of K = {K} columns (got {tuple(x.shape)})")

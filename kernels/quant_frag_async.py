@@ -173,6 +173,7 @@ def int4_matmul_frag_cp(x: Tensor, w: FragInt4, tile: Int4FragCp | None = None) 
     if M == 0:
         return out
     xi = x.view(torch.int32)
-    _int4_frag_cp[(N // (16 * tile.rt),)](xi, w.words, w.scales2, w.zeros2, out, M, xi.stride(0),
-                                          out.stride(0), num_warps=tile.nw, **tile.consts(K, w.group))  # fmt: skip
+    grid = (N // (16 * tile.rt),)
+    args = (xi, w.words, w.scales2, w.zeros2, out, M, xi.stride(0), out.stride(0))
+    _int4_frag_cp[grid](*args, num_warps=tile.nw, **tile.consts(K, w.group))
     return out

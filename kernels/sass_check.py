@@ -3,7 +3,8 @@ spills, shared memory and the SASS instruction mix of its main loop. This is how
 kernel (no spills, no shared-memory traffic where there should be none) is checked on a CPU-only
 machine; the tools (ptxas, cuobjdump) ship inside the triton wheel.
 
-    python -m pretrainctl_kernels.sass_check [--rt 2 --nw 8 --u 1 --pf 1 --k 4096 --group 128]
+    python -m pretrainctl_kernels.sass_check [--rt 1 --nw 4 --u 1 --pf 0 --k 4096 --group 128 --nwn 1 --cg 0
+                                             --d 4] [--cp S]
 """
 
 from __future__ import annotations
@@ -70,8 +71,8 @@ def loop_mix(sass: str, marker: str = "HMMA") -> Counter:
     return best
 
 
-def frag_kernel_report(rt: int = 2, nw: int = 8, u: int = 1, pf: bool = True, K: int = 4096,
-                       group: int = 128, nwn: int = 1, cg: bool = False, d: int = 2) -> dict:  # fmt: skip
+def frag_kernel_report(rt: int = 1, nw: int = 4, u: int = 1, pf: bool = False, K: int = 4096,
+                       group: int = 128, nwn: int = 1, cg: bool = False, d: int = 4) -> dict:  # fmt: skip
     """quant_frag._int4_frag compiled for sm_90: registers, spills, shared memory and its main loop's mix."""
     from pretrainctl_kernels.quant_frag import Int4Frag, _int4_frag
 
@@ -95,11 +96,25 @@ def _frag_report(kernel, consts: dict, nw: int) -> dict:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in (("rt", 2), ("nw", 8), ("u", 1), ("pf", 1), ("k", 4096), ("group", 128), ("nwn", 1),
-                          ("cg", 0), ("d", 2)):
+    for name, default in (
+        ("rt", 1),
+        ("nw", 4),
+        ("u", 1),
+        ("pf", 0),
+        ("k", 4096),
+        ("group", 128),
+        ("nwn", 1),
+        ("cg", 0),
+        ("d", 4),
+    ):
         p.add_argument(f"--{name}", type=int, default=default)
-    p.add_argument("--cp", type=int, default=0, metavar="S",
-                   help="report quant_frag_async's kernel with an S-slot ring instead (u, pf unused)")
+    p.add_argument(
+        "--cp",
+        type=int,
+        default=0,
+        metavar="S",
+        help="report quant_frag_async's kernel with an S-slot ring instead (u, pf unused)",
+    )
     a = p.parse_args(argv)
     if a.cp:
         rep = frag_cp_kernel_report(a.rt, a.nw, a.cp, a.k, a.group)

@@ -15,6 +15,7 @@ from pretrainctl_kernels.quant import dequantize_int4, int4_matmul_ref, quantize
 from pretrainctl_kernels.quant_frag import (
     FragInt4,
     Int4Frag,
+    frag_tile,
     int4_matmul_frag,
     int4_matmul_frag_ref,
     repack_int4,
@@ -132,6 +133,15 @@ def test_frag_rejects() -> None:
     torch.testing.assert_close(int4_matmul_frag_ref(x, w), int4_matmul_ref(x, packed, scales, zeros, 128))
 
 
+def test_frag_tile_fits_short_k() -> None:
+    assert frag_tile(4096, 4096, 128) == Int4Frag()  # the measured default (BENCHMARKS.md, run 13)
+    assert frag_tile(32, 512, 128) == Int4Frag(nw=4, d=2)  # 2 chunks per warp: too few for 4 sets
+    assert frag_tile(32, 256, 128) == Int4Frag(nw=2, d=2)
+    assert frag_tile(32, 128, 128) == Int4Frag(nw=1, d=2)
+    assert frag_tile(32, 64, 64) == Int4Frag()  # nothing fits (1 chunk): the default, which says why
+    assert Int4Frag().why_not(1, 32, 64, 64)
+
+
 # Compiled in a child process: Triton's CPU interpreter (TRITON_INTERPRET=1, set for the whole test
 # session) replaces the library functions Gluon kernels call (gl.sum's combine), so it must be off.
 _REPORT = """
@@ -149,9 +159,10 @@ def test_frag_kernel_machine_code_sm90() -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     regs, spill, loop = run.stdout.strip().splitlines()[-1].split(" ", 2)
     loop = ast.literal_eval(loop)  # the dict of opcode counts the child printed
-    assert int(spill) == 0 and int(regs) <= 168  # 168: 3 programs of 8 warps per multiprocessor
-    # The main loop (two 64-k chunks of the default tile) moves no weights through shared memory: no
-    # shared stores, loads or barriers; 16 mma per chunk; the unpack's 4 lop3 / 4 sub / 4 mul per word.
+    assert int(spill) == 0 and int(regs) <= 128  # 128: 4 programs of 4 warps per multiprocessor
+    # The main loop (d = 4 steps of one 64-k chunk of one row tile: the default tile) moves no weights
+    # through shared memory: no shared stores, loads or barriers; 8 mma per chunk and row tile; the
+    # unpack's 4 lop3 / 4 sub / 4 mul per word.
     assert not {"STS", "LDS", "LDSM", "BAR"} & set(loop), loop
     assert loop["HMMA"] == 32 and loop["HADD2"] == loop["HMUL2"] == 64, loop
 
@@ -163,16 +174,16 @@ def test_frag_kernel_machine_code_sm90() -> None:
         (16, 128, Int4Frag()),
         (1, 128, Int4Frag()),
         (7, 64, Int4Frag()),
-        (16, 256, Int4Frag(nw=16)),
-        (16, 128, Int4Frag(rt=1)),
-        (16, 128, Int4Frag(u=2, pf=False)),
-        (9, 128, Int4Frag(nw=4, rt=4)),
-        (16, 128, Int4Frag(rt=1, pf=False, nwn=2)),
-        (3, 128, Int4Frag(rt=1, nw=4, pf=False, nwn=2, cg=True)),
-        (16, 64, Int4Frag(rt=2, pf=False, nwn=2, cg=True)),
-        (16, 128, Int4Frag(rt=1, pf=False, d=3)),
-        (11, 128, Int4Frag(rt=1, nw=4, pf=False, d=3)),  # 14 loading steps: a loop of 4 x 3 and 2 more
-        (16, 128, Int4Frag(rt=1, nw=4, pf=False, d=4)),
+        (16, 128, Int4Frag(rt=2, nw=8, pf=True, d=2)),  # run 10's first default
+        (16, 256, Int4Frag(rt=2, nw=16, pf=True, d=2)),
+        (16, 128, Int4Frag(rt=1, nw=8, pf=True, d=2)),
+        (16, 128, Int4Frag(rt=2, nw=8, u=2, d=2)),
+        (9, 128, Int4Frag(nw=4, rt=4, pf=True, d=2)),
+        (16, 128, Int4Frag(nw=8, nwn=2, d=2)),
+        (3, 128, Int4Frag(nwn=2, cg=True, d=2)),
+        (16, 64, Int4Frag(rt=2, nw=8, nwn=2, cg=True, d=2)),
+        (16, 128, Int4Frag(nw=8, d=3)),
+        (11, 128, Int4Frag(d=3)),  # 14 loading steps: a loop of 4 x 3 and 2 more
     ],
 )
 def test_int4_frag_gpu_bf16(M: int, group: int, tile: Int4Frag) -> None:

@@ -45,7 +45,9 @@ print(rep["regs"], rep["spill_bytes"], rep["shared_bytes"], dict(rep["loop"]))
 def test_frag_cp_kernel_machine_code_sm90() -> None:
     # A child process without TRITON_INTERPRET (see test_quant_frag.test_frag_kernel_machine_code_sm90).
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", _REPORT], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", _REPORT], capture_output=True, text=True, env=env, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     regs, spill, shared, loop = run.stdout.strip().splitlines()[-1].split(" ", 3)
     loop = ast.literal_eval(loop)
