@@ -150,6 +150,22 @@ def _floors(c: Ctx, case: str, q4: list, M: int) -> None:
             measure_graph(c, "quant", case + f" int4 word-kernel GEMV tile, {what}", "triton_int4 diag", fns)
 
 
+def _frag(c: Ctx, c4: str, x: torch.Tensor, q4: list, group: int, rg: float | None, f: int, b4: int) -> None:
+    """The int4 decode GEMM on weights repacked once into mma fragment order (quant_frag, Gluon: GPU only)
+    under CUDA graphs; the repacked storage has the same bytes as q4's words with bf16x2 scale / zero
+    pairs (b4 counts float32 ones)."""
+    case = c4 + " frag (repacked)"
+    if c.smoke:
+        emit("quant", case, "gluon_int4_frag", skipped="Gluon kernels need a CUDA GPU (no CPU interpreter)")
+        return
+    from pretrainctl_kernels.quant_frag import int4_matmul_frag, repack_int4
+
+    frags = [repack_int4(*t, group) for t in q4]
+    ofg = measure_graph(c, "quant", case, "gluon_int4_frag", [partial(int4_matmul_frag, x, w) for w in frags],
+                        flops=f, nbytes=b4)  # fmt: skip
+    ratio("quant", case + " graph", ofg, rg, "bf16_matmul graph")
+
+
 def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> None:
     from pretrainctl_kernels.quant import int4_matmul, int8_matmul
 
@@ -173,6 +189,7 @@ def _decode_case(c: Ctx, M: int, ws: list, q4: list, q8: list, group: int) -> No
     o8g = measure_graph(c, "quant", c8, "triton_int8", int8, flops=f, nbytes=b8)
     ratio("quant", c4 + " graph", o4g, rg, "bf16_matmul graph")
     ratio("quant", c8 + " graph", o8g, rg, "bf16_matmul graph")
+    _frag(c, c4, x, q4, group, rg, f, b4)
     _floors(c, case, q4, M)
     best = None
     for name, tile in _sweep(M)[:: 100 if c.smoke else 1]:

@@ -3,14 +3,13 @@ loads from global memory dequantize in registers straight into its mma.sync m16n
 with no shared-memory round trip on the weight path (the layout idea of Marlin, Frantar et al. 2024,
 arXiv:2408.11743; written in Gluon, Triton's explicit-layout dialect, for sm_80+).
 
-EXPERIMENTAL, NOT YET RUN ON A GPU. Checked here: the repacking and the per-thread fragment arithmetic by
-a pure-torch emulation (tests/kernels/frag_emulation.py) against x @ dequantize(W)^T, and the kernel's
-sm_90 compilation (no spills; no shared-memory loads, stores or barriers in the main loop:
-tests/kernels/test_quant_frag.py). Gluon kernels do not run under Triton's CPU interpreter, so the
-numerics and the speed are for the GPU tests and bench_quant_frag. Why it exists: run 9's Triton kernel
-(quant_deq) takes 10.9 us at M = 16, K = N = 4096 on an H200 against the 8.4 us the 1.5x target needs;
-its diagnosis (BENCHMARKS.md) puts ~1.9 us in the split-K fix-up and most of the rest in the per-step
-registers -> shared memory -> barrier -> LDSM chain, which this kernel removes.
+The int4 decode path (M <= 16) for weights repacked once by repack_int4. On an H200 (BENCHMARKS.md, runs
+10-14) the default tile takes 7.9 us at M = 16, K = N = 4096, group 128 (1.60x bf16 cuBLAS; quant_deq, the
+int4_matmul default there, 11.0 us) and 7.0 us at M = 1 (1.89x), with the bf16 reference's error. Checked
+on CPU: the repacking and the per-thread fragment arithmetic by a pure-torch emulation
+(tests/kernels/frag_emulation.py) against x @ dequantize(W)^T, and the kernel's sm_90 machine code (no
+spills; no shared-memory loads, stores or barriers in the main loop: tests/kernels/test_quant_frag.py).
+Gluon kernels do not run under Triton's CPU interpreter, so the kernel itself is tested on a GPU only.
 
 Product and layout: out^T (N, M) = W x^T, W the A operand (16 output channels per mma), x^T the B operand
 (M <= 16 as two n8 tiles). With k_width = 8, lane 4 g + t of a warp holds, per (16 rows, 64 k) tile, rows
@@ -29,12 +28,16 @@ v = 2 s, 2 s + 1. A k index is summed over, so W and x share a physical k order 
 * x: a lane's 16 physical k are 16 consecutive k of a row (two 128-bit loads), and each B register pair
   is two adjacent registers of one load.
 
-Kernel (Int4Frag): N / (16 rt) programs of nw warps; a program owns rt row tiles and all of K, warp w the
-k range [w K / nw, (w + 1) K / nw): the split-K is summed inside the program at the end (gl.sum over the
-warp axis, through shared memory), with no atomics and no second launch. Each warp walks its range in
-super-steps of u chunks of 64 k, two register sets in ping-pong so the next super-step's loads are issued
-before this one's arithmetic; ``pf``: each warp first asks for its whole weight slice DRAM -> L2
-(cp.async.bulk.prefetch.L2, sm_90).
+Kernel (Int4Frag): N / (16 rt nwn) programs of nw nwn warps; a program owns rt nwn row tiles and all of
+K, warp w the k range w // nwn of K / nw and the row tiles w % nwn: the split-K is summed inside the
+program at the end (gl.sum over the warp axis, through shared memory), with no atomics and no second
+launch. Each warp walks its range in super-steps of u chunks of 64 k, with d register sets in rotation
+so that d - 1 super-steps of loads are in flight while one is computed. That is what made it fast: at
+M = 16 with one row tile per warp, 8 warps with d = 2 took 8.9 us, d = 3 8.6 us; 4 warps with d = 3 8.3
+us, d = 4 7.8-7.9 us; so a warp's chain of dependent loads, not DRAM bandwidth, bounds the time (a
+cp.async ring with up to 7 chunks in flight through shared memory was slower, 11.3-13.3 us). ``pf``: each
+warp first asks for its whole weight slice DRAM -> L2 (cp.async.bulk.prefetch.L2, sm_90; slower in every
+measured tile), ``cg``: weights by ld.global.cg (no change).
 """
 
 from __future__ import annotations
@@ -323,7 +326,7 @@ class Int4Frag:
     K (the K split inside a program), ``u`` chunks of 64 k per super-step, ``pf`` the L2 prefetch (sm_90),
     ``nwn`` warps along N, ``cg`` weights not cached in L1, ``d`` register sets in rotation (d - 1
     super-steps of loads in flight per warp). Defaults: the fastest of runs 10-13 on an H200 at K = N =
-    4096, M 1 and 16 (BENCHMARKS.md): 1024 programs of 4 warps, 4 register sets."""
+    4096, M 1 and 16 (BENCHMARKS.md): 256 programs of 4 warps at N = 4096, 4 register sets."""
 
     rt: int = 1
     nw: int = 4

@@ -4,7 +4,7 @@ kernel (no spills, no shared-memory traffic where there should be none) is check
 machine; the tools (ptxas, cuobjdump) ship inside the triton wheel.
 
     python -m pretrainctl_kernels.sass_check [--rt 1 --nw 4 --u 1 --pf 0 --k 4096 --group 128 --nwn 1 --cg 0
-                                             --d 4] [--cp S]
+                                             --d 4]
 """
 
 from __future__ import annotations
@@ -79,13 +79,6 @@ def frag_kernel_report(rt: int = 1, nw: int = 4, u: int = 1, pf: bool = False, K
     return _frag_report(_int4_frag, Int4Frag(rt, nw, u, pf, nwn, cg, d).consts(K, group), nw * nwn)
 
 
-def frag_cp_kernel_report(rt: int = 2, nw: int = 8, s: int = 8, K: int = 4096, group: int = 128) -> dict:
-    """quant_frag_async._int4_frag_cp compiled for sm_90, as frag_kernel_report."""
-    from pretrainctl_kernels.quant_frag_async import Int4FragCp, _int4_frag_cp
-
-    return _frag_report(_int4_frag_cp, Int4FragCp(rt, nw, s).consts(K, group), nw)
-
-
 def _frag_report(kernel, consts: dict, nw: int) -> dict:  # noqa: ANN001
     sig = {"X": "*i32", "WR": "*i32", "S2": "*i32", "Z2": "*i32", "OUT": "*bf16", "M": "i32", "s_xm": "i32",
            "s_om": "i32"}  # fmt: skip
@@ -96,7 +89,7 @@ def _frag_report(kernel, consts: dict, nw: int) -> dict:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in (
+    fields = (
         ("rt", 1),
         ("nw", 4),
         ("u", 1),
@@ -106,20 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         ("nwn", 1),
         ("cg", 0),
         ("d", 4),
-    ):
-        p.add_argument(f"--{name}", type=int, default=default)
-    p.add_argument(
-        "--cp",
-        type=int,
-        default=0,
-        metavar="S",
-        help="report quant_frag_async's kernel with an S-slot ring instead (u, pf unused)",
     )
+    for name, default in fields:
+        p.add_argument(f"--{name}", type=int, default=default)
     a = p.parse_args(argv)
-    if a.cp:
-        rep = frag_cp_kernel_report(a.rt, a.nw, a.cp, a.k, a.group)
-    else:
-        rep = frag_kernel_report(a.rt, a.nw, a.u, bool(a.pf), a.k, a.group, a.nwn, bool(a.cg), a.d)
+    rep = frag_kernel_report(a.rt, a.nw, a.u, bool(a.pf), a.k, a.group, a.nwn, bool(a.cg), a.d)
     loop = rep.pop("loop")
     print(rep)
     print("main loop:", dict(loop.most_common()))
