@@ -142,10 +142,22 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor, *, ign
 
     hidden (N, D), weight (V, D), targets (N,) int64. Returns a float32 scalar: the sum (or mean over
     non-ignored targets) of ``lse - logit[target] + z_loss * lse**2``. ``chunk_size`` rows of logits
-    exist at a time (default: ~2^28 logits); ``block_v`` is the kernel's vocabulary tile."""
+    exist at a time (default: ~2^28 logits); ``block_v`` is the kernel's vocabulary tile.
+
+    Under autocast (mixed-precision training: bf16 hidden states, float32 head weight) both operands are
+    cast to the autocast dtype first, as ``F.linear`` would cast them, and each gradient comes back in its
+    input's dtype; outside autocast hidden and weight must share a dtype."""
     _check(hidden, weight, targets, reduction)
-    return _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, float(z_loss), reduction,
-                                     chunk_size, block_v)  # fmt: skip
+    dev = hidden.device.type
+    if torch.is_autocast_enabled(dev):
+        dt = torch.get_autocast_dtype(dev)
+        hidden, weight = hidden.to(dt), weight.to(dt)  # differentiable casts: float32 grads stay float32
+    if hidden.dtype != weight.dtype:
+        raise ValueError(f"linear_cross_entropy: hidden is {hidden.dtype} but weight is {weight.dtype}; "
+                         "cast one, or call it under torch.autocast")  # fmt: skip
+    with torch.autocast(dev, enabled=False):  # the matmuls inside must not re-cast the chunk tensors
+        return _LinearCrossEntropy.apply(hidden, weight, targets, ignore_index, float(z_loss), reduction,
+                                         chunk_size, block_v)  # fmt: skip
 
 
 def linear_cross_entropy_ref(hidden: Tensor, weight: Tensor, targets: Tensor, *, ignore_index: int = -100,

@@ -48,6 +48,35 @@ def test_linear_ce_interpreter(name: str, dtype: torch.dtype) -> None:
     _run(37, 24, 301, CASES[name], dtype, "cpu", chunk_size=16, block_v=128)
 
 
+def test_linear_ce_under_autocast() -> None:
+    """Mixed-precision training calls it with fp16 / bf16 hidden states and a float32 head weight under
+    autocast: like F.linear there, both matmul operands run in the autocast dtype and the weight's
+    gradient comes back in float32. Checked against the reference under the same autocast, and by
+    the tests' rule against a float64 truth of the same fp16-rounded operands."""
+    need_interpreter()
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(37, 24, generator=gen).half()
+    weight = torch.randn(301, 24, generator=gen) / 24**0.5  # float32, as a model's parameter
+    targets = torch.randint(0, 301, (37,), generator=gen)
+
+    def run(fn, autocast: bool, **kw):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
+            loss = fn(h, w, targets, reduction="mean", **kw)
+        return (loss, *torch.autograd.grad(loss, (h, w)))
+
+    ours = run(linear_cross_entropy, True, chunk_size=16, block_v=128)
+    ref = run(linear_cross_entropy_ref, True)
+    truth = run(lambda h, w, *a, **k: linear_cross_entropy_ref(h.double(), w.half().double(), *a, **k), False)
+    assert (
+        ours[0].dtype == torch.float32 and ours[1].dtype == torch.float16 and ours[2].dtype == torch.float32
+    )
+    for name, a, r, t in zip(("loss", "dhidden", "dweight"), ours, ref, truth):
+        assert_close_to_truth(a, r, t, name, dtype=torch.float16)
+    with pytest.raises(ValueError, match="hidden is torch.float16 but weight is torch.float32"):
+        linear_cross_entropy(hidden, weight, targets)
+
+
 def test_linear_ce_no_grad_path() -> None:
     need_interpreter()
     gen = torch.Generator().manual_seed(2)

@@ -111,6 +111,28 @@ def test_fused_triton_route_matches_torch_path(chunk):
         torch.testing.assert_close(g_fused[name], g_torch[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_fused_triton_route_under_autocast():
+    """Mixed precision (trainer=gpu is bf16-mixed) runs the loss under autocast with low-precision hidden
+    states and a float32 head weight; the fused route must take them as the plain path does. fp16
+    autocast on CPU here (the interpreter computes bf16 wrongly): the two routes agree to fp16 rounding."""
+    pytest.importorskip("triton")
+    from pretrainctl.objective.head import _fused_kernel
+
+    if _fused_kernel() is None or _fused_kernel()[1] != "interpreter":
+        pytest.skip("needs the Triton interpreter (TRITON_INTERPRET=1, set by conftest) on CPU")
+    b = batch(B=2, L=9)
+    outs = []
+    for backend in ("torch", "triton"):
+        model = tiny_model(backend=backend)
+        with torch.autocast("cpu", dtype=torch.float16):
+            outs.append(loss_and_grads(model, objective(chunk_size=5), b))
+    (torch_out, g_torch), (fused_out, g_fused) = outs
+    assert "ce" not in fused_out.metrics  # the fused route was taken
+    torch.testing.assert_close(fused_out.loss, torch_out.loss, rtol=2e-3, atol=2e-3)
+    assert g_fused["head.weight"].dtype == torch.float32
+    torch.testing.assert_close(g_fused["head.weight"], g_torch["head.weight"], rtol=2e-2, atol=2e-3)
+
+
 def mean_log_partition_after_training(z_loss: float, steps: int = 40) -> tuple[float, float]:
     model = tiny_model(seed=3)
     obj = objective(z_loss=z_loss)
