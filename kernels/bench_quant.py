@@ -152,8 +152,9 @@ def _floors(c: Ctx, case: str, q4: list, M: int) -> None:
 
 def _frag(c: Ctx, c4: str, x: torch.Tensor, q4: list, group: int, rg: float | None, f: int, b4: int) -> None:
     """The int4 decode GEMM on weights repacked once into mma fragment order (quant_frag, Gluon: GPU only)
-    under CUDA graphs; the repacked storage has the same bytes as q4's words with bf16x2 scale / zero
-    pairs (b4 counts float32 ones)."""
+    under CUDA graphs. Its GB/s use int4_matmul's byte count b4 (4 bytes of scale and zero per group and
+    row): the repacked weight holds the same words and 8 such bytes (bf16x2 pairs), as quant's float32
+    scales and zeros do."""
     case = c4 + " frag (repacked)"
     if c.smoke:
         emit("quant", case, "gluon_int4_frag", skipped="Gluon kernels need a CUDA GPU (no CPU interpreter)")
