@@ -12,32 +12,30 @@ same run (a failing or crashing candidate is an ``error`` row and is not timed a
 from __future__ import annotations
 
 import sys
+from dataclasses import astuple, fields
 from functools import partial
 
 import torch
 from pretrainctl_kernels.bench import focused_main
 
-# Int4Frag fields (rt row tiles per warp, nw warps along K, u chunks per super-step, pf L2 prefetch, nwn
-# warps along N, cg weights not cached in L1, d register sets in rotation). Runs 10-13 (BENCHMARKS.md) swept
+# Int4Frag's fields: rt row tiles per warp, nw warps along K, u chunks per super-step, pf L2 prefetch, nwn
+# warps along N, cg weights not cached in L1, d register sets in rotation. Runs 10-13 (BENCHMARKS.md) swept
 # them and a cp.async variant; run 14 times the default path (frag_tile) at M = 16, 8, 4, 1 and the
-# default's neighbours at M = 16 and 1.
-T, F = True, False
-CANDIDATES = [
-    (1, 4, 1, F, 1, F, 4), (1, 4, 1, F, 1, F, 5), (2, 4, 1, F, 1, F, 3), (2, 4, 1, F, 1, F, 4),
-    (1, 8, 1, F, 1, F, 3), (1, 4, 1, F, 1, T, 4),
-]  # fmt: skip
+# default's neighbours at M = 16 and 1 (the default itself is the default path's row).
+CANDIDATES = [dict(d=5), dict(rt=2, d=3), dict(rt=2), dict(nw=8, d=3), dict(cg=True)]  # vs the default
 SWEEP_M = (16, 1)  # every candidate; the other decode sizes time only the default path
 
 
-def label(fields: tuple) -> str:
-    return "frag rt{} nw{} u{} pf{:d} nwn{} cg{:d} d{}".format(*fields)
+def label(tile: object) -> str:
+    """The tile's fields as the bench rows name them, e.g. ``frag rt1 nw4 u1 pf0 nwn1 cg0 d4``."""
+    return "frag " + " ".join(f"{f.name}{int(getattr(tile, f.name))}" for f in fields(tile))
 
 
 def run(smoke: bool) -> None:
     from pretrainctl_kernels.bench import Ctx, emit
     from pretrainctl_kernels.bench_quant import decode_case, measure_graph, timed_check, timed_int4
     from pretrainctl_kernels.quant import quantize_int4
-    from pretrainctl_kernels.quant_frag import Int4Frag, int4_matmul_frag, repack_int4
+    from pretrainctl_kernels.quant_frag import Int4Frag, frag_tile, int4_matmul_frag, repack_int4
 
     c = Ctx(smoke)
     K, N = (512, 64) if smoke else (4096, 4096)
@@ -51,21 +49,22 @@ def run(smoke: bool) -> None:
         d = decode_case(c, M, ws, q4, group)
         timed_int4(c, d.c4 + " default (no tile)", d)
         best = None
-        for t in [None] + (list(CANDIDATES[::4] if smoke else CANDIDATES) if M in SWEEP_M else []):
+        tiles = [Int4Frag(**kw) for kw in (CANDIDATES[::4] if smoke else CANDIDATES)] if M in SWEEP_M else []
+        for t in [None, *tiles]:
             case = d.c4 + (" frag default path (frag_tile)" if t is None else " " + label(t))
             if smoke:
                 emit("quant", case, "gluon_int4_frag", skipped=skip)
                 continue
-            fns = [partial(int4_matmul_frag, d.x, w, t and Int4Frag(*t)) for w in frags]
+            fns = [partial(int4_matmul_frag, d.x, w, t) for w in frags]
             ms = timed_check(c, case, "gluon_int4_frag", fns, d.ref, d.truth, d.rg)
-            if t and ms and (best is None or ms < best[1]):
-                best = (t, ms)
+            if ms and (best is None or ms < best[1]):
+                best = (t or frag_tile(N, K, group), ms)
         if M not in SWEEP_M:
             continue
         rg2 = measure_graph(c, "quant", d.case + " (again, after the sweep)", "bf16_matmul", d.bf16)
         if best and d.rg:
             emit("quant", d.c4 + " graph, best frag tile", "ratio", speedup_vs="bf16_matmul graph",
-                 tile=list(best[0]), speedup=round(d.rg / best[1], 3),
+                 tile=list(astuple(best[0])), speedup=round(d.rg / best[1], 3),
                  speedup_vs_second_bf16=round(rg2 / best[1], 3) if rg2 else None)  # fmt: skip
 
 

@@ -3,8 +3,8 @@ spills, shared memory and the SASS instruction mix of its main loop. This is how
 kernel (no spills, no shared-memory traffic where there should be none) is checked on a CPU-only
 machine; the tools (ptxas, cuobjdump) ship inside the triton wheel.
 
-    python -m pretrainctl_kernels.sass_check [--rt 1 --nw 4 --u 1 --pf 0 --k 4096 --group 128 --nwn 1 --cg 0
-                                             --d 4]
+    python -m pretrainctl_kernels.sass_check [--rt R --nw W --u U --pf 0/1 --nwn N --cg 0/1 --d D]
+                                             [--k 4096 --group 128]     (Int4Frag's defaults)
 """
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ import re
 import subprocess
 import tempfile
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import triton
+
+if TYPE_CHECKING:
+    from pretrainctl_kernels.quant_frag import Int4Frag
 
 _ADDR = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)")
 
@@ -71,39 +75,33 @@ def loop_mix(sass: str, marker: str = "HMMA") -> Counter:
     return best
 
 
-def frag_kernel_report(rt: int = 1, nw: int = 4, u: int = 1, pf: bool = False, K: int = 4096,
-                       group: int = 128, nwn: int = 1, cg: bool = False, d: int = 4) -> dict:  # fmt: skip
-    """quant_frag._int4_frag compiled for sm_90: registers, spills, shared memory and its main loop's mix."""
+def frag_kernel_report(tile: Int4Frag | None = None, K: int = 4096, group: int = 128) -> dict:
+    """quant_frag._int4_frag compiled for sm_90 with ``tile`` (an Int4Frag; None: its defaults): registers,
+    spills, shared memory and its main loop's mix."""
     from pretrainctl_kernels.quant_frag import Int4Frag, _int4_frag
 
-    return _frag_report(_int4_frag, Int4Frag(rt, nw, u, pf, nwn, cg, d).consts(K, group), nw * nwn)
-
-
-def _frag_report(kernel, consts: dict, nw: int) -> dict:  # noqa: ANN001
+    tile = tile or Int4Frag()
     sig = {"X": "*i32", "WR": "*i32", "S2": "*i32", "Z2": "*i32", "OUT": "*bf16", "M": "i32", "s_xm": "i32",
            "s_om": "i32"}  # fmt: skip
-    out = compile_gluon(kernel, sig, consts, nw, aligned=(0, 1, 2, 3, 4, 6, 7))
+    out = compile_gluon(
+        _int4_frag, sig, tile.consts(K, group), tile.nw * tile.nwn, aligned=(0, 1, 2, 3, 4, 6, 7)
+    )
     out["loop"] = loop_mix(out.pop("sass"))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    fields = (
-        ("rt", 1),
-        ("nw", 4),
-        ("u", 1),
-        ("pf", 0),
-        ("k", 4096),
-        ("group", 128),
-        ("nwn", 1),
-        ("cg", 0),
-        ("d", 4),
-    )
-    for name, default in fields:
+    from dataclasses import fields
+
+    from pretrainctl_kernels.quant_frag import Int4Frag
+
+    tile_fields = [(f.name, int(f.default)) for f in fields(Int4Frag)]  # the defaults; bools as 0 / 1
+    for name, default in (*tile_fields, ("k", 4096), ("group", 128)):
         p.add_argument(f"--{name}", type=int, default=default)
-    a = p.parse_args(argv)
-    rep = frag_kernel_report(a.rt, a.nw, a.u, bool(a.pf), a.k, a.group, a.nwn, bool(a.cg), a.d)
+    a = vars(p.parse_args(argv))
+    tile = Int4Frag(**{name: type(default)(a[name]) for name, default in tile_fields})
+    rep = frag_kernel_report(tile, a["k"], a["group"])
     loop = rep.pop("loop")
     print(rep)
     print("main loop:", dict(loop.most_common()))
